@@ -1,0 +1,3 @@
+from hsicli.cli import main
+
+main()

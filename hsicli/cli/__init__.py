@@ -1,0 +1,81 @@
+"""The `hsi` command: a typer app with one module per command.
+
+Command modules import their heavy dependencies (numpy, zarr, torch) inside the command
+function, so `hsi --help` and shell completion stay instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hsicli import __version__
+from hsicli.errors import HsiError
+
+app = typer.Typer(
+    name="hsi",
+    help="Composable commands for hyperspectral image classification.\n\n"
+    "Each command writes its result to disk and prints its path, so commands chain in pipes:\n\n"
+    "  hsi prep ip.mat --pca 30 | hsi split --ratio 0.72 | hsi train --model claresnet | hsi predict | hsi evaluate",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Composable commands for hyperspectral image classification."""
+
+
+def _register() -> None:
+    from hsicli.cli import commands  # one import; each command module stays light
+
+    for name, function in commands.COMMANDS:
+        app.command(name)(function)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the app, turning typed errors into one-line messages (DESIGN.md §1)."""
+    from hsicli.cli.common import debug_enabled
+
+    try:
+        app(prog_name="hsi")
+    except HsiError as exc:
+        if debug_enabled():
+            raise
+        print(f"Error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"Hint: {exc.hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as exc:
+        if debug_enabled():
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"Error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("Hint: check the path, permissions and free disk space", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # a bug: still one line unless debugging
+        if debug_enabled():
+            raise
+        print(f"Error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("Hint: rerun with HSI_DEBUG=1 for a traceback and report it", file=sys.stderr)
+        sys.exit(1)

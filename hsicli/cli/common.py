@@ -1,0 +1,109 @@
+"""What every command shares: option definitions, the pipe protocol, stderr logging.
+
+The pipe protocol (DESIGN.md §1): a command whose main input is omitted or `-` reads one
+path from stdin; it prints exactly one line on stdout, the absolute path of what it wrote,
+or one JSON object with `--json`. Humans read stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hsicli.errors import HsiError, UsageError
+
+# Shared options, defined once (rio style).
+InputArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Input path; omitted or '-' reads one path from stdin (pipes).", show_default=False),
+]
+OutOpt = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", help="Output path (default: derived from the inputs).", show_default=False),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the path.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+
+
+def read_input_path(arg: str | None, what: str = "input") -> Path:
+    """The command's main input: the argument, or one path read from stdin."""
+    if arg is not None and arg != "-":
+        return Path(arg)
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError(
+            f"no {what} given",
+            hint=f"give the {what} as an argument, or pipe a path into the command",
+        )
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise HsiError(
+            f"expected a path to the {what} on stdin, found nothing",
+            hint="the previous command in the pipe probably failed; see its error above",
+        )
+    if line.startswith("{"):
+        # The previous command ran with --json: take its path field.
+        try:
+            line = str(json.loads(line)["path"])
+        except (ValueError, KeyError, TypeError):
+            raise HsiError(
+                f"expected a path to the {what} on stdin, found a JSON line without 'path'",
+                hint="drop --json from the previous command in the pipe",
+            ) from None
+    return Path(line)
+
+
+def emit(path: Path, as_json: bool = False, **fields: Any) -> None:
+    """Print the one stdout line: the absolute path, or a JSON object holding it."""
+    absolute = str(Path(path).absolute())
+    if as_json:
+        print(json.dumps({"path": absolute, **fields}, default=str), flush=True)
+    else:
+        print(absolute, flush=True)
+
+
+class Log:
+    """Human messages on stderr: rich on a terminal, timestamped plain lines otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def info(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self.console.print(message, highlight=False)
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            print(f"{stamp} {message}", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        if self.tty:
+            self.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        else:
+            print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    """The command line as typed, for provenance records."""
+    return " ".join(["hsi", *sys.argv[1:]])
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("HSI_DEBUG", "") not in ("", "0")

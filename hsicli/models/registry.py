@@ -1,0 +1,128 @@
+"""Model registry in timm's style: `register_model`, `create_model`, `list_models`.
+
+Each architecture lives in its own module, registers a builder with its paper's training
+protocol beside it, and is imported by `hsicli.models` so that the registry is complete.
+
+Contracts by kind:
+- "patch": torch module, input (B, T, P, P) float32 (bands first), output logits (B, C).
+  Models with an embedding expose `forward_features(x) -> (B, D)` and
+  `forward_head(features) -> (B, C)`; `forward` is their composition.
+- "segmenter": torch module, input (B, T, S, S), output logits (B, C, S, S).
+- "spectral": a classical estimator on centre spectra (B, T); see `hsicli.models.classical`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
+
+from hsicli.errors import HsiError
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """A paper's training protocol; `hsi train` uses these unless options override them."""
+
+    patch: int = 11
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    epochs: int = 100
+    patience: int | None = None  # early stopping on validation accuracy; None = keep best, no stop
+    augment: bool = False  # CLAReSNet §III-B augmentations
+    scheduler: str | None = None  # None | "cosine" | "step"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "patch" | "segmenter" | "spectral"
+    paper: str
+    builder: Callable[..., Any]
+    defaults: TrainDefaults = field(default_factory=TrainDefaults)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+KINDS = ("patch", "segmenter", "spectral")
+
+
+def register_model(
+    name: str,
+    *,
+    kind: str,
+    paper: str,
+    defaults: TrainDefaults | None = None,
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register `builder(bands, classes, **args)` under `name`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}")
+
+    def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        first_doc_line = ((builder.__doc__ or "").strip().splitlines() or [""])[0]
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            kind=kind,
+            paper=paper,
+            builder=builder,
+            defaults=defaults or TrainDefaults(),
+            description=description or first_doc_line,
+        )
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the package imports every architecture module, which registers it.
+    import hsicli.models  # noqa: F401
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    _ensure_loaded()
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise HsiError(
+            f"unknown model {name!r}",
+            hint=f"known models: {', '.join(sorted(_REGISTRY))} (see `hsi models`)",
+        ) from None
+
+
+def create_model(name: str, bands: int, classes: int, **args: Any) -> Any:
+    """Build model `name` for `bands` input bands and `classes` classes.
+
+    `args` override the architecture's paper defaults (ablations via `--model-args`).
+    An unknown argument is a clear error rather than a silent no-op.
+    """
+    spec = get_model_spec(name)
+    try:
+        return spec.builder(bands, classes, **args)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise HsiError(
+                f"model {name!r} got an unknown argument: {exc}",
+                hint=f"see the docstring of {spec.builder.__module__} for its arguments",
+            ) from None
+        raise
+
+
+def with_overrides(defaults: TrainDefaults, **overrides: Any) -> TrainDefaults:
+    """Defaults with the options the user gave (None means not given)."""
+    return replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
