@@ -11,6 +11,9 @@ _MODULES = {
     # command name: module in hsicli.cli
     "prep": "prep",
     "split": "split",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
     "info": "info",
 }
 

@@ -1,0 +1,27 @@
+"""`hsi info`: describe any artifact (scene store, split layer, checkpoint, prediction store)."""
+
+from __future__ import annotations
+
+import json
+
+from hsicli.cli.common import InputArg, JsonOpt, read_input_path
+
+
+def info(path: InputArg = None, json_out: JsonOpt = False) -> None:
+    """Describe a store, layer, checkpoint or prediction: shape, classes, splits, history.
+
+    The description goes to stderr; stdout gets the path (or the whole description with --json).
+
+    Example: hsi info salinasA-pca30.zarr
+    """
+    import sys
+
+    from hsicli.store.inspect import describe, render
+
+    target = read_input_path(path, "artifact")
+    description = describe(target)
+    if json_out:
+        print(json.dumps(description, default=str))
+    else:
+        print(render(description), file=sys.stderr)
+        print(description["path"])

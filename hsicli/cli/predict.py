@@ -1,0 +1,48 @@
+"""`hsi predict`: classify every pixel of a scene into a prediction store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import (
+    InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
+)
+from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt
+
+
+def predict(
+    checkpoint: InputArg = None,
+    store: Annotated[
+        Optional[Path], typer.Option("--store", help="Scene store to predict (default: the training store).")
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size.")] = None,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings", help="Also store the embeddings of labelled pixels.")
+    ] = False,
+    probabilities: Annotated[
+        bool, typer.Option("--probabilities/--no-probabilities", help="Store per-class probabilities.")
+    ] = True,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    amp: AmpOpt = False,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict a whole scene from a checkpoint; needs no flags beyond the checkpoint.
+
+    Example: hsi predict salinasA-pca30-svm-ratio0.05-val0.08-seed0-s0.safetensors
+    """
+    from hsicli.engine.predict import PredictOptions, predict as run_prediction
+
+    log = Log(quiet)
+    path = read_input_path(checkpoint, "checkpoint")
+    options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
+                             probabilities=probabilities, device=device, threads=threads, amp=amp,
+                             overwrite=overwrite)
+    result = run_prediction(path, options, command=command_line(), on_message=log.info)
+    emit(result.path, json_out, **result.summary)

@@ -1,0 +1,76 @@
+"""`hsi split`: add a named train/validation/test split layer to a scene store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
+
+
+def split(
+    store: InputArg = None,
+    ratio: Annotated[
+        Optional[float], typer.Option("--ratio", help="Training fraction per class, in (0, 1).")
+    ] = None,
+    val: Annotated[
+        Optional[float],
+        typer.Option("--val", help="Validation fraction per class (default 0.08), or count with --per-class (default 0)."),
+    ] = None,
+    per_class: Annotated[
+        Optional[int], typer.Option("--per-class", help="A fixed number of training pixels per class (HSIseg: 10).")
+    ] = None,
+    spatial: Annotated[
+        bool,
+        typer.Option("--spatial", help="Spatially disjoint blocks with a guard margin of the patch radius."),
+    ] = False,
+    block: Annotated[Optional[int], typer.Option("--block", help="Block size in pixels for --spatial.")] = None,
+    from_maps: Annotated[
+        Optional[Path], typer.Option("--from-maps", help="Import predefined train/test maps (e.g. Houston 2013).")
+    ] = None,
+    train_var: Annotated[Optional[str], typer.Option("--train-var", help="Train map variable in --from-maps.")] = None,
+    test_var: Annotated[Optional[str], typer.Option("--test-var", help="Test map variable in --from-maps.")] = None,
+    patch: Annotated[
+        int, typer.Option("--patch", help="Patch size for the leakage report and the --spatial guard margin.")
+    ] = 11,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Layer name (default: derived from the parameters and seed).")
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Split the labelled pixels of a scene store into train / validation / test.
+
+    Prints STORE/splits/NAME, which `hsi train` reads. Examples:
+
+      hsi split scene.zarr --ratio 0.72             (CLAReSNet 72/8/20)
+
+      hsi split scene.zarr --per-class 10 --val 0   (HSIseg)
+
+      hsi split scene.zarr --ratio 0.01 --val 0.01  (Lite-C2ANet 1/1/98)
+
+      hsi split scene.zarr --ratio 0.1 --spatial --patch 11
+    """
+    from hsicli.data.splitting import SplitRequest, make_split
+
+    log = Log(quiet)
+    path = read_input_path(store, "scene store")
+    request = SplitRequest(
+        ratio=ratio,
+        val=val,
+        per_class=per_class,
+        spatial=spatial,
+        block=block,
+        from_maps=from_maps,
+        train_var=train_var,
+        test_var=test_var,
+        patch=patch,
+        seed=seed,
+        name=name,
+    )
+    result = make_split(path, request, command=command_line())
+    log.info(result.report)
+    emit(result.path, json_out, name=result.name, leakage=result.leakage, counts=result.counts)

@@ -1,0 +1,84 @@
+"""`hsi train`: train a registered model on a scene store's split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import (
+    InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
+)
+from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt
+
+
+def train(
+    store: InputArg = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model (see `hsi models`).")] = "svm",
+    model_args: Annotated[
+        Optional[str], typer.Option("--model-args", help='Architecture arguments as JSON, e.g. \'{"layers": 1}\'.')
+    ] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split layer (default: the piped or only one).")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudo-label layer to train on.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the paper's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: the paper's).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay.")] = None,
+    patch: Annotated[Optional[int], typer.Option("--patch", help="Patch / window size (odd).")] = None,
+    augment: Annotated[
+        Optional[bool], typer.Option("--augment/--no-augment", help="CLAReSNet §III-B augmentations.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    patience: Annotated[
+        Optional[int], typer.Option("--patience", help="Stop after N epochs without validation improvement.")
+    ] = None,
+    class_weights: Annotated[
+        str, typer.Option("--class-weights", help="'none' or 'balanced' (inverse class frequency).")
+    ] = "none",
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint's weights.")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log", help="Append per-epoch JSON lines here.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")] = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    amp: AmpOpt = False,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model and write a checkpoint (.safetensors).
+
+    Example: hsi prep ip.mat --pca 30 | hsi split --ratio 0.72 | hsi train --model claresnet
+    """
+    import json
+
+    from hsicli.cli.options import parse_json_object
+    from hsicli.engine.train import TrainOptions, train as run_training
+
+    log = Log(quiet)
+    path = read_input_path(store, "scene store")
+    options = TrainOptions(
+        model=model, model_args=parse_json_object(model_args, "--model-args"), split=split, labels=labels,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patch=patch, patience=patience,
+        augment=augment, seed=seed, device=device, threads=threads, class_weights=class_weights, amp=amp,
+        init=init, log=log_file, resume=resume, out=out, overwrite=overwrite,
+    )
+    log_handle = open(log_file, "a") if log_file else None
+
+    def on_epoch(entry: dict) -> None:
+        val = entry["val_accuracy"]
+        log.info(
+            f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, train {entry['train_accuracy']:.2%}"
+            + (f", val {val:.2%}" if val is not None else "") + f", {entry['seconds']:.1f} s"
+        )
+        if log_handle:
+            log_handle.write(json.dumps(entry) + "\n")
+            log_handle.flush()
+
+    try:
+        result = run_training(path, options, command=command_line(), on_epoch=on_epoch, on_message=log.info)
+    finally:
+        if log_handle:
+            log_handle.close()
+    emit(result.path, json_out, **result.summary)

@@ -1,0 +1,1 @@
+"""Data: scene registry, preprocessing, splits and sampling."""

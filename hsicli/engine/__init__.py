@@ -1,0 +1,1 @@
+"""Engine: training, inference and evaluation."""

@@ -1,0 +1,105 @@
+"""Evaluation behind `hsi evaluate`: metrics on a split's test pixels, one or several runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hsicli.data.splits import TEST
+from hsicli.engine.metrics import classification_metrics, summarize_runs
+from hsicli.errors import HsiError, StoreError
+from hsicli.store.atomic import atomic_path
+from hsicli.store.prediction import PredictionStore
+from hsicli.store.provenance import record
+from hsicli.store.scene import SceneStore
+
+
+@dataclass
+class EvaluationResult:
+    path: Path
+    result: dict[str, Any]  # one run's metrics, or the summary of several
+    runs: list[dict[str, Any]]
+
+
+def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict[str, Any]:
+    """Metrics of one prediction store on the test pixels of its split (or `split`)."""
+    prediction = PredictionStore.open(prediction_path)
+    recorded = prediction.attrs["scene_store"]
+    store = SceneStore.open(Path(recorded["path"]))
+    if store.fingerprint != recorded.get("fingerprint"):
+        raise StoreError(
+            f"the scene store {store.path} changed since {prediction.path.name} was predicted",
+            hint="predict again from the checkpoint",
+        )
+    split_name = split or prediction.attrs.get("split")
+    if not split_name:
+        raise HsiError(f"{prediction.path} records no split to evaluate on", hint="choose one with --split")
+    gt = store.gt().astype(np.int64)
+    test = (store.read_layer("splits", split_name).data == TEST) & (gt > 0)
+    if not test.any():
+        raise HsiError(f"split {split_name!r} has no test pixels", hint="evaluate on another split")
+    y_true = gt[test] - 1
+    y_pred = prediction.classes().astype(np.int64)[test] - 1
+    probabilities = prediction.probabilities()
+    embeddings = None
+    embedded = prediction.embeddings()
+    if embedded is not None:
+        index, features = embedded
+        position = np.full(gt.size, -1, dtype=np.int64)
+        position[index] = np.arange(index.size)
+        rows = position[np.flatnonzero(test)]
+        if (rows >= 0).all():
+            embeddings = features[rows]
+    metrics = classification_metrics(
+        y_true,
+        y_pred,
+        store.n_classes,
+        class_names=store.class_names,
+        probabilities=None if probabilities is None else probabilities[test],
+        embeddings=embeddings,
+    )
+    metrics.update(
+        prediction=str(prediction.path.absolute()),
+        split=split_name,
+        model=prediction.attrs.get("model"),
+        inference_seconds=prediction.attrs.get("inference_seconds"),
+    )
+    return metrics
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def metrics_path(prediction: Path) -> Path:
+    prediction = Path(prediction).absolute()
+    return prediction.parent / (prediction.name.removesuffix(".zarr").removesuffix(".pred") + ".metrics.json")
+
+
+def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, command: str) -> EvaluationResult:
+    """Evaluate each prediction (metrics saved beside it); several give mean ± std."""
+    runs = []
+    for prediction in predictions:
+        metrics = evaluate_prediction(prediction, split)
+        metrics["provenance"] = record(command)
+        _write_json(metrics_path(prediction), metrics)
+        runs.append(metrics)
+    if len(runs) == 1:
+        path = Path(out).absolute() if out else metrics_path(predictions[0])
+        if out:
+            _write_json(path, runs[0])
+        return EvaluationResult(path, runs[0], runs)
+    summary = summarize_runs(runs)
+    summary.update(predictions=[r["prediction"] for r in runs], provenance=record(command))
+    if out is None:
+        digest = hashlib.sha256("\n".join(sorted(r["prediction"] for r in runs)).encode()).hexdigest()[:10]
+        out = Path.cwd() / f"summary-{digest}.metrics.json"
+    path = _write_json(Path(out).absolute(), summary)
+    return EvaluationResult(path, summary, runs)

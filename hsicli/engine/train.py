@@ -1,0 +1,529 @@
+"""Training behind `hsi train`: patch classifiers, segmenters and classical baselines.
+
+Reproducibility: every random stream of epoch e (shuffling, augmentation, dropout) is seeded from
+(seed, e), so a run resumed at an epoch boundary from its state file repeats the uninterrupted
+run exactly. The state file (`NAME.resume.safetensors`) holds the current and best weights, the
+optimiser tensors and a JSON record, written atomically after every epoch; no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hsicli.data.patches import Augment, PatchSampler, window_targets
+from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.errors import HsiError, OutputExistsError, StoreError
+from hsicli.models.registry import TrainDefaults, get_model_spec, with_overrides
+from hsicli.store.checkpoint import load_arrays, save_arrays
+from hsicli.store.provenance import describe_file, record
+from hsicli.store.scene import SceneStore, split_layer_path
+
+IGNORE = -1
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+    labels: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    patch: int | None = None
+    patience: int | None = None
+    augment: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    class_weights: str = "none"
+    amp: bool = False
+    init: Path | None = None
+    log: Path | None = None
+    resume: bool = False
+    out: Path | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    summary: dict[str, Any]
+    reused: bool = False
+
+
+@dataclass
+class TrainingData:
+    """Pixels to learn from: coordinates and class indices (0..C-1) of train and validation sets."""
+
+    cube: np.ndarray
+    train_rows: np.ndarray
+    train_cols: np.ndarray
+    train_y: np.ndarray
+    val_rows: np.ndarray
+    val_cols: np.ndarray
+    val_y: np.ndarray
+    target_map: np.ndarray  # (H, W) class index at training pixels, IGNORE elsewhere (segmenters)
+
+
+def resolve_split(store: SceneStore, requested: str | None, from_path: str | None) -> str:
+    """The split to train on: named, taken from a piped `STORE/splits/NAME`, or the only one."""
+    if requested:
+        return requested
+    if from_path:
+        return from_path
+    names = store.layer_names("splits")
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise StoreError(f"{store.path} has no split", hint="run `hsi split` on it first")
+    raise HsiError(
+        f"{store.path} has {len(names)} splits ({', '.join(names)}) and none was chosen",
+        hint="choose one with --split NAME",
+    )
+
+
+def load_training_data(store: SceneStore, split_name: str, labels_layer: str | None) -> TrainingData:
+    gt = store.gt().astype(np.int64)
+    split = store.read_layer("splits", split_name).data
+    train_mask = (split == TRAIN) & (gt > 0)
+    targets = np.where(train_mask, gt - 1, IGNORE)
+    if labels_layer:
+        # A pseudo-label layer adds labels; validation and test pixels never train.
+        pseudo = store.read_layer("labels", labels_layer).data.astype(np.int64)
+        extra = (pseudo > 0) & ~train_mask & (split != VAL) & (split != TEST)
+        targets = np.where(extra, pseudo - 1, targets)
+    rows, cols = np.nonzero(targets != IGNORE)
+    if rows.size == 0:
+        raise HsiError(f"split {split_name!r} of {store.path} has no training pixels", hint="make another split")
+    val_rows, val_cols = np.nonzero((split == VAL) & (gt > 0))
+    return TrainingData(
+        cube=store.cube(),
+        train_rows=rows,
+        train_cols=cols,
+        train_y=targets[rows, cols],
+        val_rows=val_rows,
+        val_cols=val_cols,
+        val_y=gt[val_rows, val_cols] - 1,
+        target_map=targets,
+    )
+
+
+def default_checkpoint_path(store: SceneStore, model: str, split: str, seed: int, labels: str | None) -> Path:
+    parts = [store.name, model, split, f"s{seed}"]
+    if labels:
+        parts.insert(3, labels.replace("/", "-"))
+    return store.path.parent / ("-".join(parts) + ".safetensors")
+
+
+def resume_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".resume.safetensors")
+
+
+def _request_key(store: SceneStore, options: TrainOptions, hyper: TrainDefaults, split: str) -> str:
+    """What determines the trained weights: the store's content, the split and every setting."""
+    blob = {
+        "store": store.fingerprint,
+        "split": store.layer_attrs("splits", split).get("fingerprint"),
+        "labels": store.layer_attrs("labels", options.labels).get("fingerprint") if options.labels else None,
+        "model": options.model,
+        "model_args": options.model_args,
+        "hyper": hyper.to_dict(),
+        "seed": options.seed,
+        "class_weights": options.class_weights,
+        "amp": options.amp,
+        "init": describe_file(options.init)["sha256"] if options.init else None,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def train(
+    store_path: Path,
+    options: TrainOptions,
+    *,
+    command: str,
+    on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
+    on_message: Callable[[str], None] = lambda message: None,
+) -> TrainResult:
+    _, layer_kind, layer_name = split_layer_path(Path(store_path))
+    store = SceneStore.open(store_path)
+    split_name = resolve_split(store, options.split, layer_name if layer_kind == "splits" else None)
+    spec = get_model_spec(options.model)
+    hyper = with_overrides(
+        spec.defaults,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        patch=options.patch,
+        patience=options.patience,
+        augment=options.augment,
+    )
+    if options.class_weights not in ("none", "balanced"):
+        raise HsiError(f"unknown --class-weights {options.class_weights!r}", hint="use none or balanced")
+    out = Path(options.out) if options.out else default_checkpoint_path(
+        store, options.model, split_name, options.seed, options.labels
+    )
+    out = out.absolute()
+    key = _request_key(store, options, hyper, split_name)
+    if out.exists() and not options.overwrite:
+        from hsicli.store.checkpoint import read_header
+
+        _, existing = read_header(out)
+        if existing.get("request_key") == key:
+            on_message(f"{out} is up to date (same store, split and settings)")
+            return TrainResult(out, {"model": options.model}, reused=True)
+        raise OutputExistsError(
+            f"checkpoint {out} already exists and was trained with other inputs or settings",
+            hint="pass --overwrite to replace it, or --out / --seed to write another",
+        )
+    data = load_training_data(store, split_name, options.labels)
+    on_message(
+        f"training {options.model} on {store.name}, split {split_name}: "
+        f"{data.train_y.size} training and {data.val_y.size} validation pixels"
+    )
+    started = time.perf_counter()
+    if spec.kind == "spectral":
+        arrays, training = _fit_classical(spec.name, data, store, options, hyper)
+    else:
+        arrays, training = _fit_torch(spec, data, store, options, hyper, out, on_epoch, on_message)
+    training.update(
+        seconds=round(time.perf_counter() - started, 3),
+        split=split_name,
+        labels=options.labels,
+        seed=options.seed,
+        hyper=hyper.to_dict(),
+        class_weights=options.class_weights,
+    )
+    inputs = {"store": store.describe()}
+    if options.init:
+        inputs["init"] = describe_file(options.init)
+    metadata = {
+        "model": options.model,
+        "model_kind": spec.kind,
+        "model_args": options.model_args,
+        "class_names": store.class_names,
+        "class_colors": store.class_colors,
+        "input": {
+            "bands": store.shape[2],
+            "patch": hyper.patch,
+            "preprocessing": store.attrs.get("preprocessing"),
+            "transform_fingerprint": store.attrs.get("transform_fingerprint"),
+        },
+        "training": training,
+        "source_store": store.describe(),
+        "request_key": key,
+        "hsicli_version": __import__("hsicli").__version__,
+        "provenance": record(command, inputs),
+    }
+    save_arrays(out, arrays, metadata, overwrite=options.overwrite)
+    resume_path(out).unlink(missing_ok=True)
+    summary = {
+        "model": options.model,
+        "best_epoch": training.get("best_epoch"),
+        "best_val_accuracy": training.get("best_val_accuracy"),
+        "seconds": training["seconds"],
+    }
+    return TrainResult(out, summary)
+
+
+# -- classical baselines ------------------------------------------------------------------------
+
+
+def _fit_classical(name, data: TrainingData, store, options: TrainOptions, hyper) -> tuple[dict, dict]:
+    from hsicli.models.classical import estimator_to_arrays
+    from hsicli.models.registry import create_model
+
+    cube = data.cube
+    estimator = create_model(name, store.shape[2], store.n_classes, seed=options.seed, **options.model_args)
+    x_train = cube[data.train_rows, data.train_cols]
+    estimator.fit(x_train, data.train_y)
+    train_acc = float((estimator.predict(x_train) == data.train_y).mean())
+    val_acc = None
+    if data.val_y.size:
+        val_acc = float((estimator.predict(cube[data.val_rows, data.val_cols]) == data.val_y).mean())
+    arrays, meta = estimator_to_arrays(estimator)
+    history = [{"epoch": 1, "loss": None, "train_accuracy": train_acc, "val_accuracy": val_acc}]
+    training = {"history": history, "best_epoch": 1, "best_val_accuracy": val_acc, "estimator": meta}
+    return {f"est.{k}": v for k, v in arrays.items()}, training
+
+
+# -- torch models -----------------------------------------------------------------------------
+
+
+def select_device(requested: str):
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise HsiError("--device cuda asked for, but no CUDA device is available", hint="use --device cpu or auto")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise HsiError("--device mps asked for, but MPS is not available", hint="use --device cpu or auto")
+    if requested not in ("cpu", "cuda", "mps"):
+        raise HsiError(f"unknown device {requested!r}", hint="use auto, cpu, cuda or mps")
+    return torch.device(requested)
+
+
+def build_optimizer(parameters, hyper: TrainDefaults):
+    import torch
+
+    name = hyper.optimizer.lower()
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=hyper.lr, betas=hyper.betas, weight_decay=hyper.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=hyper.lr, betas=hyper.betas, weight_decay=hyper.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=hyper.lr, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=hyper.lr, weight_decay=hyper.weight_decay)
+    raise HsiError(f"unknown optimiser {hyper.optimizer!r}", hint="use adam, adamw, sgd or rmsprop")
+
+
+def optimizer_to_arrays(optimizer) -> tuple[dict[str, np.ndarray], dict]:
+    """Optimiser state as arrays (`optim.<param index>.<name>`) plus JSON param groups."""
+    state = optimizer.state_dict()
+    arrays = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            arrays[f"optim.{index}.{name}"] = value.detach().cpu().numpy() if hasattr(value, "numpy") else np.asarray(value)
+    return arrays, {"param_groups": state["param_groups"]}
+
+
+def optimizer_from_arrays(optimizer, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    import torch
+
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in arrays.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def weights_to_arrays(state_dict, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in state_dict.items()}
+
+
+def weights_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+    import torch
+
+    return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def load_weights(model, arrays: dict[str, np.ndarray], prefix: str, source: Path) -> None:
+    weights = weights_from_arrays(arrays, prefix)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or (
+            f"shape of {wrong[0]}: {tuple(weights[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)}"
+        )
+        raise StoreError(
+            f"weights in {source} do not fit the model: {detail}",
+            hint="the checkpoint was made for another architecture, band or class count",
+        )
+    model.load_state_dict(weights)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+
+
+def _class_weights(options: TrainOptions, y: np.ndarray, n_classes: int):
+    import torch
+
+    if options.class_weights == "none":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class _Batches:
+    """Turns pixel coordinates into model inputs for the model's kind."""
+
+    def __init__(self, kind: str, data: TrainingData, patch: int, augment: Augment | None):
+        self.kind = kind
+        self.sampler = PatchSampler.from_cube(data.cube, patch)
+        self.augment = augment
+        self.data = data
+        self.patch = patch
+
+    def inputs(self, rows, cols, rng=None, augment: bool = False):
+        import torch
+
+        aug = self.augment if augment else None
+        patches = self.sampler.patches(rows, cols, augment=aug, rng=rng)
+        return torch.from_numpy(patches).permute(0, 3, 1, 2)  # (B, T, P, P), channels_last memory
+
+    def targets(self, rows, cols, labels):
+        import torch
+
+        if self.kind == "segmenter":
+            return torch.from_numpy(window_targets(self.data.target_map, rows, cols, self.patch, IGNORE))
+        return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+def centre_logits(kind: str, logits):
+    """Logits of the centre pixel: segmenters output a whole window."""
+    if kind == "segmenter":
+        radius = logits.shape[-1] // 2
+        return logits[:, :, radius, radius]
+    return logits
+
+
+def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, device, autocast) -> float | None:
+    import torch
+
+    if y.size == 0:
+        return None
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, y.size, batch_size):
+            sl = slice(start, start + batch_size)
+            x = batches.inputs(rows[sl], cols[sl]).to(device)
+            with autocast():
+                logits = centre_logits(batches.kind, model(x))
+            correct += int((logits.argmax(1).cpu().numpy() == y[sl]).sum())
+    return correct / y.size
+
+
+def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: TrainDefaults, out: Path,
+               on_epoch, on_message) -> tuple[dict, dict]:
+    import contextlib
+
+    import torch
+
+    from hsicli.models.registry import create_model
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = select_device(options.device)
+    torch.manual_seed(options.seed)
+    model = create_model(spec.name, store.shape[2], store.n_classes, **options.model_args).to(device)
+    if options.init:
+        arrays, _ = load_arrays(options.init)
+        load_weights(model, arrays, "model.", options.init)
+    optimizer = build_optimizer(model.parameters(), hyper)
+    weights = _class_weights(options, data.train_y, store.n_classes)
+    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), ignore_index=IGNORE)
+    custom_loss = getattr(model, "training_loss", None)
+    augment = Augment() if hyper.augment else None
+    batches = _Batches(spec.kind, data, hyper.patch, augment)
+
+    def autocast():
+        if not options.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": None, "val": -1.0, "weights": None, "bad_epochs": 0}
+    start_epoch = 1
+    state_file = resume_path(out)
+    run_key = hashlib.sha256(
+        json.dumps([spec.name, options.model_args, hyper.to_dict(), options.seed, data.train_y.size], default=str).encode()
+    ).hexdigest()
+    if options.resume and state_file.exists():
+        arrays, meta = load_arrays(state_file)
+        if meta.get("run_key") != run_key:
+            raise StoreError(
+                f"{state_file} belongs to a run with other settings",
+                hint="resume with the same options, or delete the state file to start over",
+            )
+        load_weights(model, arrays, "model.", state_file)
+        optimizer_from_arrays(optimizer, arrays, meta["optimizer"])
+        history = meta["history"]
+        best.update(epoch=meta["best_epoch"], val=meta["best_val"], bad_epochs=meta["bad_epochs"])
+        best["weights"] = weights_from_arrays(arrays, "best.") or None
+        start_epoch = meta["epoch"] + 1
+        on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
+
+    n = data.train_y.size
+    for epoch in range(start_epoch, hyper.epochs + 1):
+        tick = time.perf_counter()
+        rng = np.random.default_rng(_epoch_seed(options.seed, epoch))
+        torch.manual_seed(_epoch_seed(options.seed, epoch))
+        order = rng.permutation(n)
+        model.train()
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, hyper.batch_size):
+            index = order[start : start + hyper.batch_size]
+            rows, cols, y = data.train_rows[index], data.train_cols[index], data.train_y[index]
+            x = batches.inputs(rows, cols, rng=rng, augment=True).to(device)
+            target = batches.targets(rows, cols, y).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                logits = model(x)
+                loss = custom_loss(logits, target) if custom_loss else criterion(logits.float(), target)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(index)
+            correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
+        val_acc = evaluate_accuracy(model, batches, data.val_rows, data.val_cols, data.val_y,
+                                    hyper.eval_batch_size, device, autocast)
+        entry = {
+            "epoch": epoch,
+            "loss": total_loss / n,
+            "train_accuracy": correct / n,
+            "val_accuracy": val_acc,
+            "seconds": round(time.perf_counter() - tick, 3),
+        }
+        history.append(entry)
+        # Best epoch by validation accuracy; without validation pixels, the last epoch.
+        score = val_acc if val_acc is not None else float(epoch)
+        if score > best["val"]:
+            best.update(epoch=epoch, val=score, bad_epochs=0)
+            best["weights"] = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        else:
+            best["bad_epochs"] += 1
+        stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
+        _write_state(state_file, model, optimizer, best, history, epoch, run_key)
+        on_epoch(entry)
+        if stop:
+            on_message(f"early stop: no validation improvement for {hyper.patience} epochs")
+            break
+    arrays = weights_to_arrays(best["weights"], "model.")
+    training = {
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val"] if data.val_y.size else None,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "amp": options.amp,
+        "augment": asdict(augment) if augment else None,
+    }
+    return arrays, training
+
+
+def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_key: str) -> None:
+    arrays = weights_to_arrays(model.state_dict(), "model.")
+    arrays.update(weights_to_arrays(best["weights"], "best."))
+    optim_arrays, optim_meta = optimizer_to_arrays(optimizer)
+    arrays.update(optim_arrays)
+    meta = {
+        "epoch": epoch,
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_val": best["val"],
+        "bad_epochs": best["bad_epochs"],
+        "optimizer": optim_meta,
+        "run_key": run_key,
+    }
+    save_arrays(path, arrays, meta, overwrite=True, kind="resume-state")

@@ -1,0 +1,1 @@
+"""Artifacts on disk: scene stores, prediction stores (the only zarr importer) and checkpoints."""

@@ -1,0 +1,121 @@
+"""Atomic writes and write locks for artifacts (DESIGN.md §1).
+
+Every artifact is built under a hidden temporary name beside its destination and renamed into
+place only when complete, so a job killed mid-write never leaves something that looks finished.
+Replacing an existing artifact (`--overwrite`) moves the old one aside first and deletes it only
+after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from hsicli.errors import OutputExistsError, StoreError
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name in the same directory (same filesystem, so rename is atomic)."""
+    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def check_writable(path: Path, overwrite: bool, what: str = "output") -> None:
+    """Refuse to replace an existing output unless asked (never silently)."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{what} {path} already exists",
+            hint="pass --overwrite to replace it, or --out to write elsewhere",
+        )
+    if not path.parent.exists():
+        raise StoreError(
+            f"cannot write {path}: directory {path.parent} does not exist",
+            hint="create the directory first or choose another --out",
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished temporary artifact into place, replacing the old one only if allowed."""
+    if final.exists():
+        if not overwrite:
+            _remove(tmp)
+            raise OutputExistsError(
+                f"output {final} already exists", hint="pass --overwrite to replace it"
+            )
+        old = temporary_sibling(final)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        _remove(old)
+    else:
+        try:
+            # A directory rename onto an existing path would fail or merge; files are replaced.
+            os.rename(tmp, final)
+        except OSError as exc:
+            _remove(tmp)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise OutputExistsError(
+                    f"output {final} appeared while it was being written",
+                    hint="another process wrote it; rerun with --overwrite if that is intended",
+                ) from None
+            raise
+    _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to build the artifact at; publish it on success, remove it on error."""
+    final = Path(final)
+    check_writable(final, overwrite)
+    tmp = temporary_sibling(final)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    publish(tmp, final, overwrite)
+
+
+@contextlib.contextmanager
+def write_lock(directory: Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive advisory lock held while a writer adds to an existing store.
+
+    Concurrent writers (two `hsi split` on one store, shard writers and `--finalize`) serialise
+    here instead of interleaving; the lock dies with the process, so a killed writer never
+    leaves a stale lock behind.
+    """
+    lock_path = Path(directory) / name
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,113 @@
+"""Checkpoints (`NAME.safetensors`): tensors plus string metadata, never pickle (DESIGN.md §3).
+
+Metadata values are JSON documents stored as strings; they are parsed as data, never evaluated.
+The header is read and size-checked by hand before safetensors sees the file, so a truncated,
+foreign or hostile file is a one-line error, and `hsi info` needs neither torch nor the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hsicli.errors import StoreError
+from hsicli.store.atomic import atomic_path
+
+SCHEMA = 1
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensor index, metadata with JSON values decoded) of a safetensors file, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path} does not exist", hint="check the checkpoint path")
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise StoreError(f"{path} is not a checkpoint: {size} bytes, too short for a safetensors header",
+                             hint="the file is truncated or empty; retrain or copy it again")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise StoreError(f"{path} is not a valid checkpoint: its header claims {length} bytes, the file has {size}",
+                             hint="the file is truncated or not a safetensors file")
+        try:
+            header = json.loads(handle.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise StoreError(f"{path} is not a valid checkpoint: unreadable header", hint="the file is damaged") from None
+    if not isinstance(header, dict):
+        raise StoreError(f"{path} is not a valid checkpoint: malformed header", hint="the file is damaged")
+    raw_meta = header.pop("__metadata__", {}) or {}
+    end = max((int(v["data_offsets"][1]) for v in header.values() if isinstance(v, dict) and "data_offsets" in v), default=0)
+    if 8 + length + end > size:
+        raise StoreError(f"{path} is truncated: tensors end at byte {8 + length + end}, the file has {size}",
+                         hint="retrain or copy the checkpoint again")
+    if raw_meta.get("hsi_schema") is None:
+        raise StoreError(f"{path} is a safetensors file but not an hsi checkpoint (no hsi_schema metadata)",
+                         hint="checkpoints are written by `hsi train`")
+    metadata = {}
+    for key, value in raw_meta.items():
+        try:
+            metadata[key] = json.loads(value)
+        except ValueError:
+            metadata[key] = value
+    if not isinstance(metadata["hsi_schema"], int) or metadata["hsi_schema"] > SCHEMA:
+        raise StoreError(f"{path} has checkpoint schema {metadata['hsi_schema']}, newer than this hsicli ({SCHEMA})",
+                         hint="upgrade hsicli")
+    return header, metadata
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any], *, overwrite: bool = False,
+                kind: str = "checkpoint") -> Path:
+    """Write numpy arrays + JSON metadata atomically as safetensors."""
+    from safetensors.numpy import save_file
+
+    encoded = {key: json.dumps(value) for key, value in {**metadata, "hsi_schema": SCHEMA, "kind": kind}.items()}
+    tensors = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    with atomic_path(Path(path), overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=encoded)
+    return Path(path)
+
+
+def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint's arrays and metadata (numpy; torch not needed)."""
+    from safetensors import safe_open
+
+    _, metadata = read_header(path)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise StoreError(f"{path} is damaged: {exc}", hint="retrain or copy the checkpoint again") from None
+    return arrays, metadata
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    header, metadata = read_header(path)
+    training = metadata.get("training") or {}
+    n_params = sum(int(np.prod(v["shape"])) for k, v in header.items() if k.startswith("model.")) if header else 0
+    return {
+        "kind": metadata.get("kind", "checkpoint"),
+        "path": str(Path(path).absolute()),
+        "model": metadata.get("model"),
+        "model_kind": metadata.get("model_kind"),
+        "model_args": metadata.get("model_args"),
+        "parameters": n_params,
+        "classes": metadata.get("class_names"),
+        "input": metadata.get("input"),
+        "best_epoch": training.get("best_epoch"),
+        "epochs_run": len(training.get("history") or []),
+        "best_val_accuracy": training.get("best_val_accuracy"),
+        "train_seconds": training.get("seconds"),
+        "split": training.get("split"),
+        "seed": training.get("seed"),
+        "source_store": metadata.get("source_store"),
+        "hsicli_version": metadata.get("hsicli_version"),
+        "provenance": metadata.get("provenance"),
+        "training": training,
+    }

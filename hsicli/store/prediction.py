@@ -1,0 +1,116 @@
+"""Prediction stores (`NAME.zarr`): class map, probabilities, entropy, embeddings (DESIGN.md §3).
+
+Layout::
+
+    NAME.zarr/
+      classes        (H, W) uint16, class ids 1..C
+      probabilities  (H, W, C) float32 (unless --no-probabilities)
+      entropy        (H, W) float32, nats
+      embeddings     (N, D) float32 and embedding_index (N,) int64 flat pixel index (optional)
+
+Written tile by tile into a temporary directory and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from hsicli.store.atomic import atomic_path
+from hsicli.store.scene import SCHEMA, TILE, _open_group
+
+ROW_BLOCK = TILE  # rows per written block = the chunk height, so blocks never share a chunk
+
+
+class PredictionWriter:
+    def __init__(self, group, probabilities: bool):
+        self._group = group
+        self._probabilities = probabilities
+
+    def write_rows(self, start: int, classes: np.ndarray, probabilities: np.ndarray, entropy: np.ndarray) -> None:
+        stop = start + classes.shape[0]
+        self._group["classes"][start:stop] = classes
+        self._group["entropy"][start:stop] = entropy
+        if self._probabilities:
+            self._group["probabilities"][start:stop] = probabilities
+
+    def write_embeddings(self, index: np.ndarray, embeddings: np.ndarray) -> None:
+        for name, data in (("embeddings", embeddings.astype(np.float32)), ("embedding_index", index.astype(np.int64))):
+            array = self._group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=data.shape or None)
+            array[...] = data
+
+    def update_attrs(self, attrs: dict[str, Any]) -> None:
+        self._group.attrs.update(attrs)
+
+
+class PredictionStore:
+    def __init__(self, path: Path, group, attrs: dict[str, Any]):
+        self.path = Path(path)
+        self._group = group
+        self.attrs = attrs
+
+    @classmethod
+    @contextlib.contextmanager
+    def build(
+        cls,
+        path: Path,
+        *,
+        height: int,
+        width: int,
+        n_classes: int,
+        probabilities: bool,
+        attrs: dict[str, Any],
+        overwrite: bool = False,
+    ) -> Iterator[PredictionWriter]:
+        """Create a store atomically; the caller fills it through the yielded writer."""
+        with atomic_path(Path(path), overwrite) as tmp:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            chunks = (min(ROW_BLOCK, height), min(TILE, width))
+            group.create_array("classes", shape=(height, width), dtype="uint16", chunks=chunks)
+            group.create_array("entropy", shape=(height, width), dtype="float32", chunks=chunks)
+            if probabilities:
+                group.create_array(
+                    "probabilities", shape=(height, width, n_classes), dtype="float32", chunks=(*chunks, n_classes)
+                )
+            group.attrs.update({**attrs, "hsi_schema": SCHEMA, "kind": "prediction", "shape": [height, width]})
+            yield PredictionWriter(group, probabilities)
+
+    @classmethod
+    def open(cls, path: Path) -> PredictionStore:
+        group, attrs = _open_group(Path(path), "prediction")
+        return cls(Path(path), group, attrs)
+
+    def classes(self) -> np.ndarray:
+        return self._group["classes"][...]
+
+    def entropy(self) -> np.ndarray:
+        return self._group["entropy"][...]
+
+    def probabilities(self) -> np.ndarray | None:
+        return self._group["probabilities"][...] if "probabilities" in self._group else None
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if "embeddings" not in self._group:
+            return None
+        return self._group["embedding_index"][...], self._group["embeddings"][...]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "prediction",
+            "path": str(self.path.absolute()),
+            "shape": self.attrs.get("shape"),
+            "model": self.attrs.get("model"),
+            "checkpoint": (self.attrs.get("checkpoint") or {}).get("path"),
+            "scene_store": (self.attrs.get("scene_store") or {}).get("path"),
+            "split": self.attrs.get("split"),
+            "classes": self.attrs.get("class_names"),
+            "probabilities": "probabilities" in self._group,
+            "embeddings": "embeddings" in self._group,
+            "inference_seconds": self.attrs.get("inference_seconds"),
+            "provenance": self.attrs.get("provenance"),
+        }

@@ -1,0 +1,286 @@
+"""Scene stores (`NAME.zarr`, Zarr v3): the cube, labels, preview, auxiliary rasters and layers.
+
+Layout (DESIGN.md §3)::
+
+    NAME.zarr/
+      zarr.json            root attributes: schema, classes, source, preprocessing, provenance
+      cube                 (H, W, T) float32, chunked in spatial tiles with all bands
+      gt                   (H, W) uint16, classes 1..C, 0 = unlabelled
+      rgb                  (H, W, 3) uint8 preview made from the raw bands
+      aux                  (H, W, K) float32, optional (LiDAR, SAR, MSI)
+      transform/           the fitted preprocessing as arrays (+ settings in its attributes)
+      splits/NAME          (H, W) uint8: 0 unused, 1 train, 2 validation, 3 test
+      labels/NAME          (H, W) uint16: pseudo-label layers, classes 1..C, 0 = none
+
+The root and its arrays are written once, atomically, by `create`; afterwards only layers are
+added, each written once under its own name and fingerprinted on its own, so adding a layer
+never invalidates anything. This module and `hsicli.store.prediction` are the only zarr users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from hsicli.errors import OutputExistsError, StoreError
+from hsicli.store.atomic import atomic_path, temporary_sibling, write_lock
+from hsicli.store.provenance import arrays_fingerprint, now
+
+SCHEMA = 1
+TILE = 64
+LAYER_KINDS = ("splits", "labels")
+
+
+def _create_array(group_or_path, name: str | None, data: np.ndarray, chunks, attributes=None):
+    kwargs = dict(shape=data.shape, dtype=data.dtype, chunks=chunks, attributes=attributes or {})
+    if name is None:
+        array = zarr.create_array(store=str(group_or_path), **kwargs)
+    else:
+        array = group_or_path.create_array(name, **kwargs)
+    array[...] = data
+    return array
+
+
+def _spatial_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (min(TILE, shape[0]), min(TILE, shape[1]), *shape[2:])
+
+
+def _open_group(path: Path, expected_kind: str):
+    """Open a store's root group, checking it is an hsi store of this schema and kind."""
+    if not path.exists():
+        raise StoreError(f"{path} does not exist", hint="check the path, or create it with `hsi prep`")
+    if not (path / "zarr.json").is_file():
+        raise StoreError(
+            f"{path} is not an hsi store: no zarr.json found",
+            hint="scene stores are made by `hsi prep`, prediction stores by `hsi predict`",
+        )
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as exc:  # zarr raises many types for corrupt metadata
+        raise StoreError(f"{path} is not a readable Zarr v3 store: {exc}", hint="recreate it") from None
+    schema = attrs.get("hsi_schema")
+    if schema is None:
+        raise StoreError(
+            f"{path} is a Zarr store but not an hsi store (no hsi_schema attribute)",
+            hint="scene stores are made by `hsi prep`",
+        )
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise StoreError(
+            f"{path} has store schema {schema}, newer than this hsicli understands ({SCHEMA})",
+            hint="upgrade hsicli",
+        )
+    kind = attrs.get("kind")
+    if kind != expected_kind:
+        raise StoreError(
+            f"{path} is a {kind} store, expected a {expected_kind} store",
+            hint="check the order of the commands in the pipe",
+        )
+    return group, attrs
+
+
+def split_layer_path(path: Path) -> tuple[Path, str | None, str | None]:
+    """`X.zarr/splits/NAME` -> (X.zarr, "splits", NAME); a plain store path -> (path, None, None)."""
+    path = Path(path)
+    if path.parent.name in LAYER_KINDS and path.parent.parent.suffix == ".zarr":
+        return path.parent.parent, path.parent.name, path.name
+    return path, None, None
+
+
+@dataclass
+class Layer:
+    kind: str
+    name: str
+    data: np.ndarray
+    attrs: dict[str, Any]
+
+
+class SceneStore:
+    """A scene store opened for reading; layers can be added (each written once)."""
+
+    def __init__(self, path: Path, group, attrs: dict[str, Any]):
+        self.path = Path(path)
+        self._group = group
+        self.attrs = attrs
+
+    # -- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        cube: np.ndarray,
+        gt: np.ndarray,
+        rgb: np.ndarray,
+        attrs: dict[str, Any],
+        transform: dict[str, np.ndarray],
+        transform_attrs: dict[str, Any],
+        aux: np.ndarray | None = None,
+        overwrite: bool = False,
+    ) -> SceneStore:
+        """Write a complete store atomically (temporary directory, then rename)."""
+        path = Path(path)
+        if cube.ndim != 3 or gt.shape != cube.shape[:2] or rgb.shape != (*cube.shape[:2], 3):
+            raise ValueError("cube, gt and rgb shapes disagree")
+        cube = np.ascontiguousarray(cube, dtype=np.float32)
+        gt = np.ascontiguousarray(gt, dtype=np.uint16)
+        transform_fingerprint = arrays_fingerprint([transform[k] for k in sorted(transform)])
+        fingerprint = arrays_fingerprint([cube, gt, *(transform[k] for k in sorted(transform))])
+        with atomic_path(path, overwrite) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            _create_array(root, "cube", cube, _spatial_chunks(cube.shape))
+            _create_array(root, "gt", gt, _spatial_chunks(gt.shape))
+            _create_array(root, "rgb", np.ascontiguousarray(rgb, dtype=np.uint8), _spatial_chunks(rgb.shape))
+            if aux is not None:
+                aux = np.ascontiguousarray(aux, dtype=np.float32)
+                _create_array(root, "aux", aux, _spatial_chunks(aux.shape))
+            tgroup = root.create_group("transform", attributes=transform_attrs)
+            for key, value in transform.items():
+                _create_array(tgroup, key, np.ascontiguousarray(value), value.shape or None)
+            for kind in LAYER_KINDS:
+                root.create_group(kind)
+            root.attrs.update(
+                {
+                    **attrs,
+                    "hsi_schema": SCHEMA,
+                    "kind": "scene",
+                    "shape": list(cube.shape),
+                    "fingerprint": fingerprint,
+                    "transform_fingerprint": transform_fingerprint,
+                    "has_aux": aux is not None,
+                }
+            )
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path) -> SceneStore:
+        store_path, _, _ = split_layer_path(Path(path))
+        group, attrs = _open_group(store_path, "scene")
+        return cls(store_path, group, attrs)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.attrs["shape"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+    @property
+    def class_colors(self) -> list[str]:
+        return list(self.attrs["class_colors"])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.attrs["class_names"])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+    @property
+    def name(self) -> str:
+        return self.path.name.removesuffix(".zarr")
+
+    def cube(self, rows: slice = slice(None)) -> np.ndarray:
+        """The reduced cube (H, W, T) float32, or a block of rows of it."""
+        return self._group["cube"][rows]
+
+    def cube_array(self):
+        """The lazy zarr array, for tiled reads without loading the scene."""
+        return self._group["cube"]
+
+    def gt(self) -> np.ndarray:
+        return self._group["gt"][...]
+
+    def rgb(self) -> np.ndarray:
+        return self._group["rgb"][...]
+
+    def aux(self) -> np.ndarray | None:
+        return self._group["aux"][...] if self.attrs.get("has_aux") else None
+
+    def transform(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        group = self._group["transform"]
+        arrays = {name: array[...] for name, array in group.arrays()}
+        return arrays, dict(group.attrs)
+
+    def describe(self) -> dict[str, str]:
+        """How provenance records this store as an input."""
+        return {"path": str(self.path.absolute()), "fingerprint": self.fingerprint}
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def layer_names(self, kind: str) -> list[str]:
+        folder = self.path / kind
+        if not folder.is_dir():
+            return []
+        names = [
+            entry.name
+            for entry in folder.iterdir()
+            if not entry.name.startswith(".") and (entry / "zarr.json").is_file()
+        ]
+        return sorted(names, key=lambda n: self.layer_attrs(kind, n).get("created", ""))
+
+    def layer_attrs(self, kind: str, name: str) -> dict[str, Any]:
+        meta = self.path / kind / name / "zarr.json"
+        try:
+            return json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            return {}
+
+    def read_layer(self, kind: str, name: str) -> Layer:
+        if name not in self.layer_names(kind):
+            known = ", ".join(self.layer_names(kind)) or "none"
+            what = "split" if kind == "splits" else "label layer"
+            raise StoreError(
+                f"{self.path} has no {what} named {name!r} (it has: {known})",
+                hint="run `hsi split` first" if kind == "splits" else "run `hsi pseudolabel` first",
+            )
+        array = zarr.open_array(str(self.path / kind / name), mode="r")
+        data = array[...]
+        attrs = dict(array.attrs)
+        if attrs.get("fingerprint") and arrays_fingerprint([data]) != attrs["fingerprint"]:
+            raise StoreError(
+                f"{kind} layer {name!r} of {self.path} does not match its recorded fingerprint",
+                hint="the layer was modified or damaged; write a new layer under another name",
+            )
+        return Layer(kind, name, data, attrs)
+
+    def add_layer(self, kind: str, name: str, data: np.ndarray, attrs: dict[str, Any]) -> Path:
+        """Write a layer once under a lock: a new name, or exactly the same content (a no-op)."""
+        if kind not in LAYER_KINDS:
+            raise ValueError(kind)
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"invalid layer name {name!r}", hint="use letters, digits, '-', '_' and '.'")
+        if data.shape != self.shape[:2]:
+            raise ValueError("layer shape differs from the scene")
+        fingerprint = arrays_fingerprint([data])
+        final = self.path / kind / name
+        with write_lock(self.path):
+            if final.exists():
+                existing = self.layer_attrs(kind, name)
+                if existing.get("fingerprint") == fingerprint:
+                    return final  # same content: re-running is a no-op
+                raise OutputExistsError(
+                    f"{kind} layer {name!r} already exists in {self.path} with different content",
+                    hint="layers are written once; choose another --name",
+                )
+            tmp = temporary_sibling(final)
+            try:
+                layer_attrs = {**attrs, "created": now(), "fingerprint": fingerprint}
+                _create_array(tmp, None, data, _spatial_chunks(data.shape), layer_attrs)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return final
