@@ -15,6 +15,7 @@ _MODULES = {
     "predict": "predict",
     "evaluate": "evaluate",
     "info": "info",
+    "models": "models",
 }
 
 COMMANDS = [

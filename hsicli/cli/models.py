@@ -1,0 +1,49 @@
+"""`hsi models`: the model registry with parameter counts and multiply-accumulates."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import JsonOpt
+
+
+def models(
+    name: Annotated[Optional[list[str]], typer.Argument(help="Only these models (default: all).")] = None,
+    bands: Annotated[int, typer.Option("--bands", help="Input bands for the figures.")] = 30,
+    classes: Annotated[int, typer.Option("--classes", help="Classes for the figures.")] = 16,
+    patch: Annotated[
+        Optional[int], typer.Option("--patch", help="Patch / window size (default: each model's paper default).")
+    ] = None,
+    model_args: Annotated[Optional[str], typer.Option("--model-args", help="Architecture arguments as JSON.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the registered models: kind, paper, parameters and MACs per sample, paper protocol.
+
+    MACs are multiply-accumulates of one sample's forward pass (convolutions, linear layers,
+    attention matmuls); FLOPs = 2 × MACs. Example: hsi models litec2anet --bands 103 --classes 9
+    """
+    from hsicli.cli.options import parse_json_object
+    from hsicli.models.catalogue import describe_models
+
+    rows = describe_models(name or None, bands=bands, classes=classes, patch=patch,
+                           model_args=parse_json_object(model_args, "--model-args"))
+    if json_out:
+        print(json.dumps({"bands": bands, "classes": classes, "models": rows}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "kind", "paper", "patch", "parameters", "MACs / sample", "FLOPs", "optimiser, lr, batch, epochs",
+                  title=f"{bands} bands, {classes} classes")
+    for row in rows:
+        d = row["defaults"]
+        params = f"{row['parameters']:,}" if row["parameters"] is not None else "—"
+        macs = f"{row['macs'] / 1e6:,.2f} M" if row["macs"] is not None else "—"
+        flops = f"{2 * row['macs'] / 1e6:,.2f} M" if row["macs"] is not None else "—"
+        table.add_row(row["name"], row["kind"], row["paper"], str(row["patch"]), params, macs, flops,
+                      f"{d['optimizer']} {d['lr']:g}, {d['batch_size']}, {d['epochs']}")
+    Console(file=sys.stderr).print(table)

@@ -1,0 +1,25 @@
+"""Registry rows for `hsi models`: each model's size and cost for a given input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hsicli.models.registry import create_model, get_model_spec, list_models
+
+
+def describe_models(names: list[str] | None, *, bands: int, classes: int, patch: int | None = None,
+                    model_args: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    from hsicli.models.complexity import count_macs, count_parameters
+
+    rows = []
+    for name in names or list_models():
+        spec = get_model_spec(name)
+        size = patch or spec.defaults.patch
+        parameters = macs = None
+        if spec.kind != "spectral":
+            model = create_model(name, bands, classes, **(model_args or {})).eval()
+            parameters = count_parameters(model)
+            macs = count_macs(model, (bands, size, size))
+        rows.append({"name": name, "kind": spec.kind, "paper": spec.paper, "patch": size, "parameters": parameters,
+                     "macs": macs, "defaults": spec.defaults.to_dict(), "description": spec.description})
+    return rows
