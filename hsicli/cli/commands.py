@@ -16,6 +16,8 @@ _MODULES = {
     "evaluate": "evaluate",
     "info": "info",
     "models": "models",
+    "datasets": "datasets",
+    "fetch": "fetch",
 }
 
 COMMANDS = [

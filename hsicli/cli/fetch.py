@@ -23,7 +23,7 @@ class _Display:
         self.log = log
         self.bar = None
         self.task = None
-        self.quarter = -1
+        self.quarter = 0  # quarters of the current file already reported
         if log.tty and not log.quiet:
             from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
@@ -44,7 +44,7 @@ class _Display:
     def message(self, text: str) -> None:
         """A new file (or a restart): log the line and start a fresh bar."""
         self.log.info(text)
-        self.quarter = -1
+        self.quarter = 0
         if self.bar is not None:
             if self.task is not None:
                 self.bar.remove_task(self.task)
@@ -57,7 +57,11 @@ class _Display:
             quarter = 4 * done // total
             if quarter > self.quarter:
                 self.quarter = quarter
-                self.log.info(f"  {25 * quarter}% ({done / 2**20:.1f} of {total / 2**20:.1f} MiB)")
+                self.log.info(f"  {25 * quarter}% ({_size(done)} of {_size(total)})")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def fetch(
