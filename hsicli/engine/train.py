@@ -21,7 +21,7 @@ import numpy as np
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.errors import HsiError, OutputExistsError, StoreError
-from hsicli.models.registry import TrainDefaults, get_model_spec, with_overrides
+from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
 from hsicli.store.checkpoint import load_arrays, save_arrays
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
@@ -168,6 +168,9 @@ def train(
         patience=options.patience,
         augment=options.augment,
     )
+    if options.patch is None and "patch" in options.model_args:
+        hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))
+    options.model_args = architecture_args(spec, hyper.patch, options.model_args)
     if options.class_weights not in ("none", "balanced"):
         raise HsiError(f"unknown --class-weights {options.class_weights!r}", hint="use none or balanced")
     out = Path(options.out) if options.out else default_checkpoint_path(
@@ -243,14 +246,22 @@ def _fit_classical(name, data: TrainingData, store, options: TrainOptions, hyper
     from hsicli.models.classical import estimator_to_arrays
     from hsicli.models.registry import create_model
 
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
     cube = data.cube
     estimator = create_model(name, store.shape[2], store.n_classes, seed=options.seed, **options.model_args)
     x_train = cube[data.train_rows, data.train_cols]
-    estimator.fit(x_train, data.train_y)
-    train_acc = float((estimator.predict(x_train) == data.train_y).mean())
-    val_acc = None
-    if data.val_y.size:
-        val_acc = float((estimator.predict(cube[data.val_rows, data.val_cols]) == data.val_y).mean())
+    # --threads bounds OpenMP/BLAS pools too (histogram boosting oversubscribes a busy machine).
+    with threadpool_limits(limits=options.threads), warnings.catch_warnings():
+        # scikit-learn 1.9 deprecates SVC(probability=True); the class map stays SVC.predict().
+        warnings.filterwarnings("ignore", message=".*probability.*deprecated", category=FutureWarning)
+        estimator.fit(x_train, data.train_y)
+        train_acc = float((estimator.predict(x_train) == data.train_y).mean())
+        val_acc = None
+        if data.val_y.size:
+            val_acc = float((estimator.predict(cube[data.val_rows, data.val_cols]) == data.val_y).mean())
     arrays, meta = estimator_to_arrays(estimator)
     history = [{"epoch": 1, "loss": None, "train_accuracy": train_acc, "val_accuracy": val_acc}]
     training = {"history": history, "best_epoch": 1, "best_val_accuracy": val_acc, "estimator": meta}

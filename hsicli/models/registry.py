@@ -13,6 +13,7 @@ Contracts by kind:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
@@ -48,6 +49,9 @@ class ModelSpec:
     builder: Callable[..., Any]
     defaults: TrainDefaults = field(default_factory=TrainDefaults)
     description: str = ""
+    # Architectures whose layer sizes depend on the input window declare a `patch` argument;
+    # the engine then builds them for the patch size it trains with.
+    takes_patch: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -78,6 +82,7 @@ def register_model(
             builder=builder,
             defaults=defaults or TrainDefaults(),
             description=description or first_doc_line,
+            takes_patch="patch" in inspect.signature(builder).parameters,
         )
         return builder
 
@@ -121,6 +126,19 @@ def create_model(name: str, bands: int, classes: int, **args: Any) -> Any:
                 hint=f"see the docstring of {spec.builder.__module__} for its arguments",
             ) from None
         raise
+
+
+def architecture_args(spec: ModelSpec, patch: int, args: dict[str, Any]) -> dict[str, Any]:
+    """The model's arguments for training at `patch`: the window size joins them when the
+    architecture depends on it; a contradicting `patch` in `args` is an error."""
+    if not spec.takes_patch:
+        return dict(args)
+    if "patch" in args and args["patch"] != patch:
+        raise HsiError(
+            f"--model-args sets patch {args['patch']} but training uses patch {patch}",
+            hint="give the patch size once, with --patch",
+        )
+    return {**args, "patch": patch}
 
 
 def with_overrides(defaults: TrainDefaults, **overrides: Any) -> TrainDefaults:
