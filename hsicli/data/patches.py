@@ -93,7 +93,7 @@ class PatchSampler:
         if augment is not None and augment.noise > 0:
             noisy = rng.random(len(corner)) < augment.p
             if noisy.any():
-                batch[noisy] += rng.normal(0.0, augment.noise, batch[noisy].shape).astype(np.float32)
+                batch[noisy] += augment.noise * rng.standard_normal(batch[noisy].shape, dtype=np.float32)
         return batch
 
     def centres(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

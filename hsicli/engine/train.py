@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -300,8 +301,22 @@ def build_optimizer(parameters, hyper: TrainDefaults):
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=hyper.lr, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=hyper.lr, weight_decay=hyper.weight_decay)
+        # rho 0.9 as Keras's RMSprop, which SSRN was trained with (torch defaults to 0.99).
+        return torch.optim.RMSprop(parameters, lr=hyper.lr, alpha=0.9, weight_decay=hyper.weight_decay)
     raise HsiError(f"unknown optimiser {hyper.optimizer!r}", hint="use adam, adamw, sgd or rmsprop")
+
+
+def learning_rate(hyper: TrainDefaults, epoch: int) -> float:
+    """The learning rate of 1-based `epoch`: a pure function of the epoch, so resuming needs no
+    scheduler state. "step": × 0.9 every max(1, epochs // 10) epochs (SpectralFormer);
+    "cosine": cosine annealing to 0 over the run."""
+    if hyper.scheduler is None:
+        return hyper.lr
+    if hyper.scheduler == "step":
+        return hyper.lr * 0.9 ** ((epoch - 1) // max(1, hyper.epochs // 10))
+    if hyper.scheduler == "cosine":
+        return hyper.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, hyper.epochs)))
+    raise HsiError(f"unknown learning-rate schedule {hyper.scheduler!r}", hint="use step or cosine")
 
 
 def optimizer_to_arrays(optimizer) -> tuple[dict[str, np.ndarray], dict]:
@@ -472,6 +487,8 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         rng = np.random.default_rng(_epoch_seed(options.seed, epoch))
         torch.manual_seed(_epoch_seed(options.seed, epoch))
         order = rng.permutation(n)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(hyper, epoch)
         model.train()
         total_loss, correct = 0.0, 0
         for start in range(0, n, hyper.batch_size):
@@ -495,6 +512,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
             "train_accuracy": correct / n,
             "val_accuracy": val_acc,
             "seconds": round(time.perf_counter() - tick, 3),
+            "lr": learning_rate(hyper, epoch),
         }
         history.append(entry)
         # Best epoch by validation accuracy; without validation pixels, the last epoch.

@@ -25,7 +25,7 @@ class TrainDefaults:
     """A paper's training protocol; `hsi train` uses these unless options override them."""
 
     patch: int = 11
-    optimizer: str = "adamw"  # adam | adamw | sgd
+    optimizer: str = "adamw"  # adam | adamw | sgd | rmsprop
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)

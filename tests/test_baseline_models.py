@@ -1,0 +1,263 @@
+"""HybridSN, SSRN and SpectralFormer: shapes, parameter budgets, wiring, gradients, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hsicli.errors import HsiError
+from hsicli.models import create_model, get_model_spec, list_models
+from hsicli.models.spectralformer import GroupwiseSpectralEmbedding
+
+torch.set_num_threads(1)
+
+NAMES = ("hybridsn", "ssrn", "spectralformer")
+
+# Small architectures for fast wiring and gradient checks (bands, classes, patch, args).
+SMALL = {
+    "hybridsn": (16, 5, 11, {"conv3d_channels": [2, 3, 4], "conv2d_channels": 6, "hidden": [12, 8]}),
+    "ssrn": (20, 5, 5, {"spectral_kernels": 4, "spectral_maps": 8, "spatial_kernels": 4}),
+    "spectralformer": (12, 5, 3, {"dim": 16, "depth": 4, "heads": 2, "mlp_dim": 8}),
+}
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def small_model(name: str, seed: int = 0, **extra) -> tuple[nn.Module, torch.Tensor]:
+    bands, classes, patch, args = SMALL[name]
+    torch.manual_seed(seed)
+    model = create_model(name, bands, classes, patch=patch, **args, **extra)
+    x = torch.randn(6, bands, patch, patch)
+    return model, x
+
+
+def ssrn_count(bands, classes, k=24, d=7, stride=2, spec_blocks=2, maps=128, sk=24, sp_blocks=2):
+    """SSRN parameters by hand: convolutions and dense, plus BN scale and shift per channel."""
+    remaining = (bands - d) // stride + 1
+    conv = (
+        (d * k + k)  # 1×1×d stem
+        + 2 * spec_blocks * (d * k * k + k)  # two 1×1×d convs per spectral block
+        + (remaining * k * maps + maps)  # 1×1×remaining collapse
+        + (9 * maps * sk + sk)  # 3×3×maps
+        + 2 * sp_blocks * (9 * sk * sk + sk)  # two 3×3 convs per spatial block
+        + (sk * classes + classes)  # dense
+    )
+    # BN after stem; one inside a stage's first block, two in the others; one closing each
+    # stage; after the collapse and after the 3×3×maps convolution.
+    bn = k + (2 * spec_blocks - 1) * k + k + maps + sk + (2 * sp_blocks - 1) * sk + sk
+    return conv + 2 * bn
+
+
+def spectralformer_count(bands, classes, pixels, group=3, dim=64, depth=5, mlp=8, caf=True):
+    tokens = bands + 1
+    layer = 2 * (2 * dim) + 3 * dim * dim + (dim * dim + dim) + (dim * mlp + mlp) + (mlp * dim + dim)
+    fuse = (depth - 2) * (tokens * tokens * 2 + tokens) if caf else 0
+    return (
+        (group * pixels * dim + dim)  # GSE projection
+        + dim  # class token
+        + tokens * dim  # positions
+        + depth * layer
+        + fuse
+        + 2 * dim  # final LayerNorm
+        + dim * classes
+        + classes
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("bands", "patch", "classes"), [(30, 9, 16), (15, 11, 3)])
+def test_output_shapes(name, bands, patch, classes):
+    torch.manual_seed(0)
+    model = create_model(name, bands, classes, patch=patch).eval()
+    x = torch.randn(3, bands, patch, patch)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    assert logits.shape == (3, classes)
+    assert feats.shape == (3, model.num_features)
+    assert torch.isfinite(logits).all()
+
+
+def test_hybridsn_paper_parameter_count():
+    # Roy et al. 2020, Table I: 5,122,176 parameters for 25×25×30 Indian Pines windows.
+    model = create_model("hybridsn", 30, 16, patch=25)
+    assert n_params(model) == 5_122_176
+    assert model.num_features == 128
+
+
+def test_ssrn_parameter_count_matches_arithmetic():
+    assert n_params(create_model("ssrn", 200, 16)) == ssrn_count(200, 16) == 364_168
+    assert n_params(create_model("ssrn", 30, 9)) == ssrn_count(30, 9)
+    args = {"spectral_blocks": 1, "spatial_blocks": 3, "spectral_stride": 1}
+    assert n_params(create_model("ssrn", 103, 9, **args)) == ssrn_count(
+        103, 9, stride=1, spec_blocks=1, sp_blocks=3
+    )
+
+
+def test_spectralformer_parameter_count_matches_arithmetic():
+    assert n_params(create_model("spectralformer", 200, 16)) == spectralformer_count(200, 16, 49)
+    assert n_params(create_model("spectralformer", 200, 16)) == 355_577
+    pixel = create_model("spectralformer", 30, 9, input_mode="pixel")
+    assert n_params(pixel) == spectralformer_count(30, 9, 1)
+    plain = create_model("spectralformer", 30, 9, fusion="none", group_size=1)
+    assert n_params(plain) == spectralformer_count(30, 9, 49, group=1, caf=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    model, x = small_model(name)
+    model.train()
+    target = torch.arange(len(x)) % 5
+    nn.functional.cross_entropy(model(x), target).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_and_head_compose_to_forward(name):
+    model, x = small_model(name)
+    model.eval()
+    with torch.no_grad():
+        direct = model(x)
+        composed = model.forward_head(model.forward_features(x))
+    torch.testing.assert_close(direct, composed, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_samples_do_not_mix_in_eval(name):
+    # A reshape that mixed batch and feature axes would make a sample's logits depend on
+    # its neighbours in the batch.
+    model, x = small_model(name)
+    model.eval()
+    with torch.no_grad():
+        whole = model(x)
+        parts = torch.cat([model(x[:2]), model(x[2:])])
+    torch.testing.assert_close(whole, parts, rtol=1e-5, atol=1e-5)
+
+
+def test_ssrn_spectral_part_is_per_pixel():
+    # The 1×1×7 kernels and the 1×1×T' collapse act along bands only: changing one pixel's
+    # spectrum changes the collapsed maps at that pixel and nowhere else.
+    model, x = small_model("ssrn")
+    model.eval()
+    maps: list[torch.Tensor] = []
+    model.collapse.register_forward_hook(lambda _m, _i, out: maps.append(out))
+    y = x.clone()
+    y[:, :, 1, 3] += torch.randn(y.shape[:2])
+    with torch.no_grad():
+        model(x)
+        model(y)
+    side = x.shape[-1]
+    diff = (maps[0] - maps[1]).reshape(len(x), -1, side, side)
+    changed = diff.abs().amax(dim=(0, 1)) > 1e-6
+    expected = torch.zeros_like(changed)
+    expected[1, 3] = True
+    assert torch.equal(changed, expected)
+
+
+def test_gse_groups_neighbouring_bands_cyclically():
+    bands, pixels, group = 5, 2, 3
+    gse = GroupwiseSpectralEmbedding(bands, group, pixels, dim=4)
+    x = (100 * torch.arange(bands)[:, None] + torch.arange(pixels)[None, :]).float()[None]
+    grouped = gse.group(x)
+    assert grouped.shape == (1, bands, group * pixels)
+    for t in range(bands):
+        expected = torch.cat([x[0, (t + o) % bands] for o in (-1, 0, 1)])
+        torch.testing.assert_close(grouped[0, t], expected, rtol=0, atol=0)
+
+
+def test_spectralformer_pixel_mode_sees_only_the_centre():
+    pixel, x = small_model("spectralformer", input_mode="pixel")
+    patch, _ = small_model("spectralformer")
+    pixel.eval()
+    patch.eval()
+    y = x.clone()
+    y[:, :, 0, 0] += 1.0  # a corner pixel
+    z = x.clone()
+    z[:, :, 1, 1] += 1.0  # the centre of the 3×3 patch
+    with torch.no_grad():
+        torch.testing.assert_close(pixel(x), pixel(y), rtol=0, atol=0)
+        assert not torch.allclose(pixel(x), pixel(z), atol=1e-4)
+        assert not torch.allclose(patch(x), patch(y), atol=1e-4)
+
+
+def test_caf_fuses_the_input_of_two_layers_back():
+    caf, x = small_model("spectralformer")
+    plain, _ = small_model("spectralformer", fusion="none")
+    missing, unexpected = plain.load_state_dict(caf.state_dict(), strict=False)
+    assert not missing and all(k.startswith("fuse.") for k in unexpected)
+    caf.eval()
+    plain.eval()
+    tokens = caf.fuse[0].out_channels
+    with torch.no_grad():
+        with_caf = caf(x)
+        # Weights that keep the current input and drop the skip make CAF the identity.
+        for conv in caf.fuse:
+            conv.weight.zero_()
+            conv.weight[:, :tokens, 0] = torch.eye(tokens)
+            conv.bias.zero_()
+        torch.testing.assert_close(caf(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(with_caf, plain(x), atol=1e-4)
+
+
+def test_caf_skip_comes_from_the_input_of_layer_l_minus_2():
+    model, x = small_model("spectralformer")  # depth 4: CAF at layers 2 and 3
+    model.eval()
+    tokens = model.fuse[0].out_channels
+    inputs: list[torch.Tensor] = []
+    for layer in model.layers:
+        layer.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    with torch.no_grad():
+        # Weights that keep only the skip make layer l's input that of layer l-2.
+        for conv in model.fuse:
+            conv.weight.zero_()
+            conv.weight[:, tokens:, 0] = torch.eye(tokens)
+            conv.bias.zero_()
+        model(x)
+    assert len(inputs) == 4
+    torch.testing.assert_close(inputs[2], inputs[0], rtol=0, atol=0)
+    torch.testing.assert_close(inputs[3], inputs[1], rtol=0, atol=0)
+    assert not torch.allclose(inputs[1], inputs[0])
+
+
+def test_registry_lists_them_with_paper_protocols():
+    patch_models = list_models("patch")
+    for name in NAMES:
+        assert name in patch_models
+        spec = get_model_spec(name)
+        assert spec.kind == "patch"
+        assert spec.description
+    h, s, f = (get_model_spec(n).defaults for n in NAMES)
+    assert (h.patch, h.optimizer, h.lr, h.batch_size, h.epochs) == (25, "adam", 1e-3, 256, 100)
+    assert (s.patch, s.optimizer, s.lr, s.batch_size, s.epochs) == (7, "rmsprop", 3e-4, 16, 200)
+    assert (f.patch, f.optimizer, f.lr, f.weight_decay, f.batch_size, f.epochs) == (
+        7, "adam", 5e-4, 5e-3, 64, 300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "bands", "args"),
+    [
+        ("hybridsn", 12, {"patch": 25}),  # 3-D kernels span 13 bands
+        ("hybridsn", 30, {"patch": 7}),  # valid convolutions need 9×9
+        ("hybridsn", 30, {"conv3d_channels": [8, 16]}),
+        ("ssrn", 6, {}),
+        ("ssrn", 30, {"patch": 2}),
+        ("spectralformer", 30, {"group_size": 2}),
+        ("spectralformer", 30, {"input_mode": "cube"}),
+        ("spectralformer", 30, {"heads": 5}),
+    ],
+)
+def test_impossible_configurations_are_clear_errors(name, bands, args):
+    with pytest.raises(HsiError):
+        create_model(name, bands, 4, **args)
+
+
+def test_unknown_argument_is_an_error():
+    with pytest.raises(HsiError, match="unknown argument"):
+        create_model("ssrn", 30, 4, kernels=3)
