@@ -7,6 +7,7 @@ or one JSON object with `--json`. Humans read stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -92,6 +93,29 @@ class Log:
         else:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             print(f"{stamp} {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def progress(self, description: str):
+        """Yield `update(done, total)`: a rich bar on a terminal, a plain line per quarter otherwise."""
+        if self.quiet:
+            yield lambda done, total: None
+            return
+        if self.tty:
+            from rich.progress import Progress
+
+            with Progress(console=self.console, transient=True) as bar:
+                task = bar.add_task(description, total=None)
+                yield lambda done, total: bar.update(task, completed=done, total=total)
+            return
+        reported = [0]
+
+        def update(done: int, total: int) -> None:
+            quarter = 4 * done // max(total, 1)
+            if quarter > reported[0]:
+                reported[0] = quarter
+                self.info(f"{description}: {done}/{total}")
+
+        yield update
 
     def warn(self, message: str) -> None:
         if self.tty:

@@ -44,5 +44,6 @@ def predict(
     options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
                              probabilities=probabilities, device=device, threads=threads, amp=amp,
                              overwrite=overwrite)
-    result = run_prediction(path, options, command=command_line(), on_message=log.info)
+    with log.progress("rows predicted") as update:
+        result = run_prediction(path, options, command=command_line(), on_message=log.info, on_progress=update)
     emit(result.path, json_out, **result.summary)
