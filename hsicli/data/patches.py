@@ -113,6 +113,19 @@ def reflect_pad(cube: np.ndarray, radius: int, rows: slice = slice(None)) -> np.
     return cube[row_index][:, reflect_index(cube.shape[1], radius)]
 
 
+def block_sampler(read_rows, height: int, width: int, top: int, bottom: int, patch: int) -> PatchSampler:
+    """A sampler for scene rows top..bottom whose patches equal the whole-scene sampler's.
+
+    `read_rows(slice)` returns those rows of the (H, W, T) cube (e.g. from the store's chunks),
+    so only the block plus its patch margin is ever in memory; sampler row 0 is scene row `top`.
+    """
+    radius = patch // 2
+    rows_needed = reflect_index(height, radius)[top : bottom + 2 * radius]
+    low = int(rows_needed.min())
+    block = read_rows(slice(low, int(rows_needed.max()) + 1))
+    return PatchSampler(block[rows_needed - low][:, reflect_index(width, radius)], patch)
+
+
 def window_targets(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int, ignore: int = -1) -> np.ndarray:
     """(B, S, S) per-pixel targets of S×S windows; `labels` holds class indices or `ignore`.
 

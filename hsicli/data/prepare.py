@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hsicli.errors import HsiError, InputError, OutputExistsError
+from hsicli.store.atomic import check_writable
 from hsicli.store.provenance import describe_file, record
 
 # Colours for scenes the registry does not know (tab20-like, distinguishable on white).
@@ -163,6 +164,7 @@ def prepare_scene(
             f"output {path} already exists and was made from other inputs or options",
             hint="pass --overwrite to replace it, or --out to write elsewhere",
         )
+    check_writable(path, overwrite)
 
     if like_store is not None:
         arrays, settings = like_store.transform()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hsicli.data.patches import PatchSampler, reflect_index
+from hsicli.data.patches import PatchSampler, block_sampler
 from hsicli.errors import HsiError, StoreError
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import load_arrays
@@ -156,9 +156,6 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     out = Path(options.out) if options.out else default_prediction_path(Path(checkpoint), store, own)
     out = out.absolute()
     gt = store.gt()
-    radius = classifier.patch // 2
-    row_source = reflect_index(height, radius)
-    col_source = reflect_index(width, radius)
     attrs = {
         "model": classifier.spec.name,
         "class_names": classifier.meta["class_names"],
@@ -175,11 +172,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
                                overwrite=options.overwrite) as writer:
         for top in range(0, height, ROW_BLOCK):
             bottom = min(top + ROW_BLOCK, height)
-            # Rows top-radius .. bottom+radius of the padded scene, read from the store's chunks.
-            rows_needed = row_source[top : bottom + 2 * radius]
-            low = int(rows_needed.min())
-            block = store.cube(slice(low, int(rows_needed.max()) + 1))
-            sampler = PatchSampler(block[rows_needed - low][:, col_source], classifier.patch)
+            sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
             rows, cols = np.divmod(np.arange((bottom - top) * width), width)
             embed = gt[top:bottom].ravel() > 0
             index, probabilities, features = classifier.predict(sampler, rows, cols, embed)

@@ -31,7 +31,8 @@ def arrays_fingerprint(arrays: Iterable[np.ndarray]) -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    # Microseconds, so layers written within one second still sort by creation.
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def describe_file(path: Path) -> dict:

@@ -192,22 +192,31 @@ class SceneStore:
     def name(self) -> str:
         return self.path.name.removesuffix(".zarr")
 
+    def _read(self, name: str, selection=...) -> np.ndarray:
+        try:
+            return self._group[name][selection]
+        except Exception as exc:  # zarr and its codecs raise many types for damaged chunks
+            raise StoreError(
+                f"{name} of {self.path} cannot be read: {exc}",
+                hint="the store is damaged; prep the scene again",
+            ) from None
+
     def cube(self, rows: slice = slice(None)) -> np.ndarray:
         """The reduced cube (H, W, T) float32, or a block of rows of it."""
-        return self._group["cube"][rows]
+        return self._read("cube", rows)
 
     def cube_array(self):
         """The lazy zarr array, for tiled reads without loading the scene."""
         return self._group["cube"]
 
     def gt(self) -> np.ndarray:
-        return self._group["gt"][...]
+        return self._read("gt")
 
     def rgb(self) -> np.ndarray:
-        return self._group["rgb"][...]
+        return self._read("rgb")
 
     def aux(self) -> np.ndarray | None:
-        return self._group["aux"][...] if self.attrs.get("has_aux") else None
+        return self._read("aux") if self.attrs.get("has_aux") else None
 
     def transform(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         group = self._group["transform"]
@@ -229,7 +238,7 @@ class SceneStore:
             for entry in folder.iterdir()
             if not entry.name.startswith(".") and (entry / "zarr.json").is_file()
         ]
-        return sorted(names, key=lambda n: self.layer_attrs(kind, n).get("created", ""))
+        return sorted(names, key=lambda n: (self.layer_attrs(kind, n).get("created", ""), n))
 
     def layer_attrs(self, kind: str, name: str) -> dict[str, Any]:
         meta = self.path / kind / name / "zarr.json"
@@ -246,9 +255,15 @@ class SceneStore:
                 f"{self.path} has no {what} named {name!r} (it has: {known})",
                 hint="run `hsi split` first" if kind == "splits" else "run `hsi pseudolabel` first",
             )
-        array = zarr.open_array(str(self.path / kind / name), mode="r")
-        data = array[...]
-        attrs = dict(array.attrs)
+        try:
+            array = zarr.open_array(str(self.path / kind / name), mode="r")
+            data = array[...]
+            attrs = dict(array.attrs)
+        except Exception as exc:  # zarr and its codecs raise many types for damaged chunks
+            raise StoreError(
+                f"{kind} layer {name!r} of {self.path} cannot be read: {exc}",
+                hint="the layer is damaged; write a new layer under another name",
+            ) from None
         if attrs.get("fingerprint") and arrays_fingerprint([data]) != attrs["fingerprint"]:
             raise StoreError(
                 f"{kind} layer {name!r} of {self.path} does not match its recorded fingerprint",

@@ -1,0 +1,89 @@
+"""`hsi plot`: the papers' figures from scene stores, checkpoints, predictions and metrics."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
+from hsicli.plot import KINDS
+
+Kind = Enum("Kind", {name.replace("-", "_"): name for name in KINDS}, type=str)
+
+
+class Format(str, Enum):
+    png = "png"
+    svg = "svg"
+    pdf = "pdf"
+    tif = "tif"
+
+
+def plot(
+    kind: Annotated[Kind, typer.Argument(help="What to draw (see the list above).", show_default=False)],
+    inputs: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Stores, checkpoints or metrics JSON; omitted or '-' reads one path from stdin."),
+    ] = None,
+    out: OutOpt = None,
+    fmt: Annotated[
+        Optional[Format], typer.Option("--format", "-f", help="Output format (default: --out's suffix, else png).")
+    ] = None,
+    dpi: Annotated[int, typer.Option("--dpi", min=10, max=2400, help="Resolution of PNG (and raster parts).")] = 300,
+    title: Annotated[Optional[str], typer.Option("--title", help="A title above the figure.")] = None,
+    size: Annotated[
+        Optional[str], typer.Option("--size", help="Figure size WIDTH,HEIGHT in inches (default: per kind).")
+    ] = None,
+    masked: Annotated[bool, typer.Option("--masked", help="Maps: only labelled pixels (others black).")] = False,
+    with_gt: Annotated[bool, typer.Option("--with-gt", help="Maps: the ground truth beside.")] = False,
+    with_rgb: Annotated[bool, typer.Option("--with-rgb", help="Maps: the RGB preview beside.")] = False,
+    zoom: Annotated[
+        Optional[list[str]],
+        typer.Option("--zoom", help="Maps: magnified inset of pixels x0,y0,x1,y1 (columns x, rows y); repeatable."),
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Maps: one image pixel per scene pixel, no axes (PNG).")
+    ] = False,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split to draw or evaluate on.")] = None,
+    x: Annotated[Optional[str], typer.Option("--x", help="sweep: recorded parameter on the x axis.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map.")] = "oa",
+    points: Annotated[int, typer.Option("--points", help="tsne: at most this many pixels.")] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="tsne: seed of the sample and of t-SNE.")] = 0,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw a figure headless (PNG, SVG, PDF) or export a map (GeoTIFF); prints the figure's path.
+
+    \b
+    map           classification map of a prediction (--masked, --with-gt, --with-rgb, --zoom)
+    gt, rgb       ground truth, false-colour preview of a scene store
+    uncertainty   per-pixel entropy of a prediction
+    split         where train / validation / test pixels lie
+    pseudo        pseudo-label layers (labels/*) of a scene store, in order
+    grid          several predictions' maps beside the ground truth
+    curves        loss and accuracy per epoch of one or more checkpoints
+    loss-weights  learned loss weights (α, β, γ, δ) per epoch of a checkpoint
+    confusion     row-normalised confusion matrix with class names
+    pr            per-class precision-recall curves with AP on test pixels
+    tsne          t-SNE of stored embeddings (hsi predict --embeddings)
+    compare       OA / AA / κ mean ± std per model; OA against parameters
+    sweep         a metric against a recorded parameter (--x training.hyper.patch)
+
+    Examples: hsi predict run.safetensors | hsi plot map --with-gt --masked
+
+      hsi plot sweep runs/*.pred.zarr --x params.ratio --format pdf
+    """
+    from hsicli.plot import plot as render
+    from hsicli.plot.common import PlotOptions, parse_box, parse_size
+
+    paths = [read_input_path(p if p != "-" else None, "input") for p in (inputs or [None])]
+    options = PlotOptions(
+        out=out, format=fmt.value if fmt else None, dpi=dpi, title=title, size=parse_size(size),
+        overwrite=overwrite, masked=masked, with_gt=with_gt, with_rgb=with_rgb,
+        zoom=[parse_box(box) for box in zoom or []], raw=raw, split=split, x=x, metric=metric,
+        points=points, seed=seed,
+    )
+    path = render(kind.value, [Path(p) for p in paths], options, command=command_line())
+    emit(path, json_out, kind=kind.value)

@@ -1,0 +1,81 @@
+"""`hsi pseudolabel`: a pseudo-label layer from a prediction (HSIseg §3.5, eqs. 47-53)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.options import DeviceOpt, ThreadsOpt
+
+
+def pseudolabel(
+    prediction: InputArg = None,
+    tau: Annotated[float, typer.Option("--tau", help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")] = 0.7,
+    zeta: Annotated[float, typer.Option("--zeta", help="ζ added to τ2 each round (eq. 53).")] = 0.005,
+    round_number: Annotated[int, typer.Option("--round", help="Round K: τ2 + ζ·(K − 1).")] = 1,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Layer name (default: pseudoK-<checkpoint hash>).")
+    ] = None,
+    include_eval: Annotated[
+        bool,
+        typer.Option("--include-eval/--exclude-eval",
+                     help="Let validation and test pixels receive predicted labels (the paper labels every "
+                          "pixel); never their true labels."),
+    ] = False,
+    iterations: Annotated[
+        Optional[int],
+        typer.Option("--iterations", help="Run N rounds of pseudolabel → train → predict; prints the last prediction."),
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", help="Fine-tuning epochs per round with --iterations (default: the model's).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label the confident pixels of a prediction as a new label layer of its scene store.
+
+    Pixels whose maximum class probability reaches T = max(τ2, μ + σ) of the whole scene get their
+    predicted class; training pixels keep their labels; each round is rebuilt from its own
+    prediction. Prints STORE/labels/NAME, which `hsi train --labels NAME --init CKPT` reads.
+
+    Examples: hsi predict model.safetensors | hsi pseudolabel --tau 0.7 --round 1
+
+    hsi pseudolabel pred.zarr --iterations 4 | hsi evaluate
+    """
+    from hsicli.engine.segmentation import (
+        ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer,
+    )
+
+    log = Log(quiet)
+    path = read_input_path(prediction, "prediction store")
+    options = PseudolabelOptions(tau=tau, zeta=zeta, round=round_number, name=name, include_eval=include_eval)
+
+    def report(record: dict, layer: str) -> None:
+        if record["added"] == 0:
+            log.warn(f"no pixel reached T = {record['threshold']:.4f} (largest probability "
+                     f"{record['confidence_max']:.4f}): 0 added, layer {layer} holds the training labels only")
+        else:
+            log.info(f"labels/{layer}: {record['added']} pixels added at T = {record['threshold']:.4f} "
+                     f"(τ2 {record['tau']:.3f}, μ + σ {record['confidence_mean'] + record['confidence_std']:.4f})")
+
+    if iterations is None:
+        result = make_layer(path, options, command=command_line())
+        report(result.record, result.name)
+        emit(result.path, json_out, name=result.name, **result.record)
+        return
+    rounds = progressive(
+        path,
+        ProgressiveOptions(pseudo=options, iterations=iterations, epochs=epochs, device=device, threads=threads),
+        command=command_line(),
+        on_labels=lambda labels: report(labels.record, labels.name),
+        on_message=log.info,
+    )
+    emit(rounds[-1].prediction, json_out, rounds=[
+        {"round": r.round, "labels": str(r.labels.path), "added": r.labels.record["added"],
+         "threshold": r.labels.record["threshold"], "checkpoint": str(r.checkpoint), "prediction": str(r.prediction)}
+        for r in rounds
+    ])

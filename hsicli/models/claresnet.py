@@ -1,0 +1,556 @@
+"""CLAReSNet: convolution meets latent attention (Bandyopadhyay, Das Bhattacharjee, Das).
+
+The paper's §IV-V architecture, with the details the paper leaves open or states two ways
+settled by the authors' public reference implementation
+(https://github.com/Bandyopadhyay-Asmit/CLAReSNet, `CLAReSNet.py`, read, not copied):
+
+* Spatial pathway (§IV-1), shared by all bands, which are folded into the batch:
+  stem of parallel 1/3/5/7 convolutions, 16 channels each (base 64), each with BN and GELU,
+  then the enhanced SE block; four residual blocks
+  `GELU(x + SE(BN(conv3_d(Dropout2d(GELU(BN(conv3(x))))))))` with dilations 1-4; the
+  enhanced CBAM; `LayerNorm(Linear([GAP; GMP]))` to `dim` = 256 per band.
+  The enhanced SE gate is `sigmoid(W2 Dropout(GELU(W1 [GAP; GMP])))` with bias-free linears,
+  hidden size max(C/16, 8). CBAM's channel attention is such an SE block; its spatial
+  attention maps [mean; max; std; min] over channels (std unbiased) through
+  conv7(4->2), BN, GELU, conv7(2->1), sigmoid (the paper writes a single Conv7x7; the
+  reference's two-convolution form is kept).
+* Hybrid positional encoding (§IV-2): concatenated, not summed, halves: sinusoidal features
+  of dimension dim/2 next to a learnable (max_bands, dim/2) table, the concatenation added
+  to the sequence. As in the reference it lives inside every latent-attention module (one
+  per encoder layer) and is applied to that module's input; its learnable table has
+  max_bands = 5000 rows, which the published 17.33 M parameters (30 bands, 16 classes,
+  3 layers) include (0.64 M per layer).
+* Multi-scale spectral latent attention (§IV-3): L(T) = clamp(int(16 log2(max(T,16)/16)), 8, 64)
+  latents sliced from a pool of 64 learnable tokens shared by the scales; each scale s in
+  (1, 2, 4) has its own weights and reads the band sequence subsampled with stride s
+  (`x[:, ::s]`, left whole when T < s): encode Z = LN(L + CrossAttn(L, x_s)), process
+  Z' = LN(Z + SelfAttn(Z)), Z'' = Z' + FFN_x2(Z'), decode O = LN(x_s + CrossAttn(x_s, Z'')),
+  then linear interpolation (align_corners=False) back to T. Fusion:
+  LN(x + Dropout(FFN_x2([O_1; O_2; O_4]))), x being the position-encoded input. 8 heads,
+  attention dropout 0.1. The reference's unused `scale_weights` parameter is left out.
+* Encoder layer (§IV-4 versus §V; the reference follows §V): with h = x + BiLSTM(x),
+  h = h + BiGRU(h) (hidden dim/2 per direction so the residuals add),
+  y = LN(x + MSLA(h)), y = LN(y + FFN_x4(y)); the stack adds each layer's input back:
+  H_l = layer(H_{l-1}) + H_{l-1}.
+* Hierarchical fusion (§IV-5): f = LN(s_n + CrossAttn(s_n, [s_1..s_n])) over the
+  mean-pooled layer outputs (with a single layer, f = s_1). Head (§IV-6): LN, Dropout 0.5,
+  Linear(dim, 128), GELU, Dropout 0.25, Linear(128, classes).
+* Initialisation as in the reference: linear weights truncated normal (std 0.02) with zero
+  bias, attention input projections Xavier-uniform, latent tokens and the learnable
+  positional table N(0, 0.02^2), convolutions and RNNs at PyTorch's defaults.
+
+Speed (same function as the reference, organised for CPU throughput): the bands of a batch
+are one (B*T, 1, P, P) batch in channels-last layout; the four stem branches are zero-padded
+to 7x7 and applied as one patch matrix product (a one-channel convolution is slow in
+oneDNN); the three scales of the latent attention run batched, with per-scale weights
+stacked on a leading axis: the subsampled sequences become key masks (encode) and a
+(T x T) interpolation operator (decode), so no Python loop runs over bands, scales or heads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsicli.errors import InputError, UsageError
+from hsicli.models.registry import TrainDefaults, register_model
+
+
+def latent_token_count(
+    bands: int, base_tokens: int = 16, base_length: int = 16, min_tokens: int = 8, max_tokens: int = 64
+) -> int:
+    """L(T) of §IV-3: logarithmic in the sequence length, clamped to [min_tokens, max_tokens]."""
+    tokens = int(base_tokens * math.log2(max(bands, base_length) / base_length))
+    return min(max(tokens, min_tokens), max_tokens)
+
+
+@lru_cache(maxsize=64)
+def _scale_operators(bands: int, scales: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-scale key mask (S, T) and interpolation operator (S, T, T).
+
+    Scale s keeps positions 0, s, 2s, ... (all of them when T < s, as the reference does);
+    row t of the operator linearly interpolates (align_corners=False) those kept positions
+    back to position t, with zero weight on the positions the scale dropped.
+    """
+    masks, operators = [], []
+    # Cached tensors must be ordinary ones even when first built under inference_mode.
+    with torch.inference_mode(False):
+        for scale in scales:
+            stride = scale if bands >= scale else 1
+            kept = torch.arange(0, bands, stride)
+            eye = torch.eye(len(kept)).unsqueeze(0)
+            # Interpolating each unit vector gives the columns of the linear map.
+            columns = F.interpolate(eye, size=bands, mode="linear", align_corners=False)[0].T
+            operator = torch.zeros(bands, bands)
+            operator[:, kept] = columns
+            mask = torch.zeros(bands, dtype=torch.bool)
+            mask[kept] = True
+            masks.append(mask)
+            operators.append(operator)
+        return torch.stack(masks), torch.stack(operators)
+
+
+def _sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """PE(t, 2i) = sin(t / 10000^(2i/dim)), PE(t, 2i+1) = cos(...) (§IV-2)."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+# --------------------------------------------------------------------------- spatial pathway
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as a per-channel (scale, shift)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """BN(conv(x)); in eval the BN is folded into the convolution (one pass fewer)."""
+    if bn.training or not bn.track_running_stats:
+        return bn(conv(x))
+    scale, shift = _bn_affine(bn)
+    weight = conv.weight * scale[:, None, None, None]
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class EnhancedSE(nn.Module):
+    """Enhanced squeeze-and-excitation (§IV-1): gate from concatenated average and max pooling."""
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8, dropout: float = 0.1):
+        super().__init__()
+        hidden = max(channels // reduction, min_hidden)
+        self.fc1 = nn.Linear(2 * channels, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, channels, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the (N, C, 1, 1) channel weights."""
+        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
+        return torch.sigmoid(self.fc2(self.dropout(F.gelu(self.fc1(pooled)))))[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class MultiScaleStem(nn.Module):
+    """Parallel k x k convolutions of one band (§IV-1 eq. 1), each with BN and GELU, then SE.
+
+    Branch weights are kept per kernel size; the forward pass zero-pads them to the largest
+    kernel and applies all branches as one matrix product over the band's patch matrix. One
+    BatchNorm over the concatenated channels equals the per-branch BatchNorms (BN is per
+    channel); in eval it is folded into that product.
+    """
+
+    def __init__(self, channels: int, kernels: Sequence[int], se: dict, dropout: float):
+        super().__init__()
+        if channels % len(kernels) or any(k % 2 == 0 for k in kernels):
+            raise UsageError(
+                f"claresnet: base_channels={channels} must split evenly over odd kernels {list(kernels)}",
+                hint="use e.g. base_channels=64 with kernels [1, 3, 5, 7]",
+            )
+        branch = channels // len(kernels)
+        self.size = max(kernels)
+        self.branches = nn.ParameterList(nn.Parameter(torch.empty(branch, 1, k, k)) for k in kernels)
+        for weight in self.branches:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Conv2d's default
+        self.bn = nn.BatchNorm2d(channels)
+        self.se = EnhancedSE(channels, **se, dropout=dropout)
+
+    def forward(self, bands: torch.Tensor) -> torch.Tensor:
+        # bands: (N, P, P) -> (N, C, P, P) in channels-last layout.
+        n, p, _ = bands.shape
+        k = self.size
+        weight = torch.cat([F.pad(w, [(k - w.shape[-1]) // 2] * 4) for w in self.branches]).reshape(-1, k * k)
+        patches = F.pad(bands, [k // 2] * 4).unfold(1, k, 1).unfold(2, k, 1).reshape(n * p * p, k * k)
+        if self.bn.training or not self.bn.track_running_stats:
+            out = self.bn((patches @ weight.T).view(n, p, p, -1).permute(0, 3, 1, 2))
+        else:
+            scale, shift = _bn_affine(self.bn)
+            out = torch.addmm(shift, patches, (weight * scale[:, None]).T).view(n, p, p, -1).permute(0, 3, 1, 2)
+        return self.se(F.gelu(out))
+
+
+class ResidualBlock(nn.Module):
+    """F_l = GELU(F_{l-1} + SE(BN(conv3_d(Dropout2d(GELU(BN(conv3(F_{l-1}))))))) (§IV-1)."""
+
+    def __init__(self, channels: int, dilation: int, se: dict, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.se = EnhancedSE(channels, **se, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(F.gelu(_conv_bn(x, self.conv1, self.bn1)))
+        h = _conv_bn(h, self.conv2, self.bn2)
+        # x + h * gate in one pass.
+        return F.gelu(torch.addcmul(x, h, self.se.gate(h)))
+
+
+class EnhancedCBAM(nn.Module):
+    """Channel attention (SE on [GAP; GMP]) then spatial attention on [mean; max; std; min] (§IV-1)."""
+
+    def __init__(self, channels: int, kernel: int, se: dict, dropout: float):
+        super().__init__()
+        self.channel = EnhancedSE(channels, **se, dropout=dropout)
+        self.spatial = nn.Sequential(
+            nn.Conv2d(4, 2, kernel, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(2),
+            nn.GELU(),
+            nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel(x)
+        mean = x.mean(1, keepdim=True)
+        # Unbiased std as a norm of deviations: torch.std over channels is several times slower.
+        std = torch.linalg.vector_norm(x - mean, dim=1, keepdim=True) / math.sqrt(x.shape[1] - 1)
+        stats = torch.cat([mean, x.amax(1, keepdim=True), std, x.amin(1, keepdim=True)], dim=1)
+        return x * self.spatial(stats)
+
+
+class SpatialEncoder(nn.Module):
+    """Per-band CNN: (B, T, P, P) -> (B, T, dim) embeddings e_t (§IV-1, last equation)."""
+
+    def __init__(
+        self,
+        dim: int,
+        channels: int,
+        kernels: Sequence[int],
+        dilations: Sequence[int],
+        cbam_kernel: int,
+        se: dict,
+        dropout: float,
+    ):
+        super().__init__()
+        self.stem = MultiScaleStem(channels, kernels, se, dropout)
+        self.blocks = nn.Sequential(*(ResidualBlock(channels, d, se, dropout) for d in dilations))
+        self.cbam = EnhancedCBAM(channels, cbam_kernel, se, dropout)
+        self.proj = nn.Linear(2 * channels, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, p, q = x.shape
+        h = self.cbam(self.blocks(self.stem(x.reshape(b * t, p, q))))
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+        return self.norm(self.proj(pooled)).view(b, t, -1)
+
+
+# --------------------------------------------------------------------------- spectral pathway
+
+
+class ScaleStackedAttention(nn.Module):
+    """One multi-head attention per scale, weights stacked on a leading scale axis.
+
+    Holds exactly the parameters of S `nn.MultiheadAttention(dim, heads)` modules; tensors
+    flow as (S, B, N, dim) so every projection is one batched matrix product.
+    """
+
+    def __init__(self, scales: int, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.in_weight = nn.Parameter(torch.empty(scales, 3 * dim, dim))
+        self.in_bias = nn.Parameter(torch.zeros(scales, 3 * dim))
+        self.out_weight = nn.Parameter(torch.empty(scales, dim, dim))
+        self.out_bias = nn.Parameter(torch.zeros(scales, dim))
+        bound = math.sqrt(6.0 / (dim + 3 * dim))  # Xavier-uniform on each (3 dim, dim) block
+        nn.init.uniform_(self.in_weight, -bound, bound)
+        nn.init.trunc_normal_(self.out_weight, std=0.02)
+
+    def project(self, x: torch.Tensor, part: slice) -> torch.Tensor:
+        """Input projection rows `part` of each scale: (S, B, N, dim) or shared (B, N, dim)."""
+        weight, bias = self.in_weight[:, part], self.in_bias[:, part]
+        if x.dim() == 3:  # one sequence shared by all scales: a single matrix product
+            s, out, _ = weight.shape
+            y = F.linear(x, weight.reshape(s * out, -1), bias.reshape(-1))
+            return y.view(*x.shape[:2], s, out).permute(2, 0, 1, 3)
+        return _grouped_linear(x, weight, bias)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Multi-head attention of projected (S, B, N, dim) tensors, then the output projection."""
+        s, b, n, dim = q.shape
+        heads = self.heads
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(s * b, x.shape[2], heads, dim // heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(q), split(k), split(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(1, 2).reshape(s, b, n, dim)
+        return _grouped_linear(out, self.out_weight, self.out_bias)
+
+
+def _grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-scale linear map: x (S, B, N, in), weight (S, out, in), bias (S, out)."""
+    s, b, n, _ = x.shape
+    y = torch.baddbmm(bias.unsqueeze(1), x.reshape(s, b * n, -1), weight.transpose(1, 2))
+    return y.view(s, b, n, -1)
+
+
+class ScaleStackedLayerNorm(nn.Module):
+    """One LayerNorm per scale over (S, B, N, dim) tensors."""
+
+    def __init__(self, scales: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(scales, dim))
+        self.bias = nn.Parameter(torch.zeros(scales, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(x, x.shape[-1:])
+        return torch.addcmul(self.bias[:, None, None], normed, self.weight[:, None, None])
+
+
+class ScaleStackedFFN(nn.Module):
+    """Per-scale latent FFN: Linear(dim, mult dim), GELU, Dropout, Linear(mult dim, dim), Dropout."""
+
+    def __init__(self, scales: int, dim: int, mult: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(scales, mult * dim, dim))
+        self.b1 = nn.Parameter(torch.zeros(scales, mult * dim))
+        self.w2 = nn.Parameter(torch.empty(scales, dim, mult * dim))
+        self.b2 = nn.Parameter(torch.zeros(scales, dim))
+        nn.init.trunc_normal_(self.w1, std=0.02)
+        nn.init.trunc_normal_(self.w2, std=0.02)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(F.gelu(_grouped_linear(x, self.w1, self.b1)))
+        return self.dropout(_grouped_linear(h, self.w2, self.b2))
+
+
+def _ffn(dim: int, mult: int, dropout: float, in_dim: int | None = None) -> nn.Sequential:
+    """Linear(in_dim, mult dim), GELU, Dropout, Linear(mult dim, dim)."""
+    return nn.Sequential(nn.Linear(in_dim or dim, mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+
+
+class HybridPositionalEncoding(nn.Module):
+    """[PE_sin(t); PE_learn(t)] added to the sequence (§IV-2; halves concatenated, see module doc)."""
+
+    def __init__(self, dim: int, max_bands: int):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("sinusoidal", _sinusoidal_table(max_bands, half), persistent=False)
+        self.learnable = nn.Parameter(torch.randn(max_bands, dim - half) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        return x + torch.cat([self.sinusoidal[:t], self.learnable[:t]], dim=1)
+
+
+class MultiScaleLatentAttention(nn.Module):
+    """MSLA (§IV-3): encode / process / decode through L(T) latents at each scale, then fuse."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        scales: Sequence[int],
+        base_tokens: int,
+        base_length: int,
+        min_tokens: int,
+        max_tokens: int,
+        max_bands: int,
+        latent_ffn_mult: int,
+        fusion_ffn_mult: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.scales = tuple(scales)
+        self.dim = dim
+        self.token_rule = dict(
+            base_tokens=base_tokens, base_length=base_length, min_tokens=min_tokens, max_tokens=max_tokens
+        )
+        n = len(self.scales)
+        self.position = HybridPositionalEncoding(dim, max_bands)
+        self.latents = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
+        self.encode = ScaleStackedAttention(n, dim, heads, dropout)
+        self.process = ScaleStackedAttention(n, dim, heads, dropout)
+        self.decode = ScaleStackedAttention(n, dim, heads, dropout)
+        self.encode_norm = ScaleStackedLayerNorm(n, dim)
+        self.process_norm = ScaleStackedLayerNorm(n, dim)
+        self.decode_norm = ScaleStackedLayerNorm(n, dim)
+        self.latent_ffn = ScaleStackedFFN(n, dim, latent_ffn_mult, dropout)
+        self.fusion = _ffn(dim, fusion_ffn_mult, dropout, in_dim=n * dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        s = len(self.scales)
+        x = self.position(x)
+        masks, operators = _scale_operators(t, self.scales)
+        masks = masks.to(x.device)
+        operators = operators.to(device=x.device, dtype=x.dtype)
+        qkv, q_rows, kv_rows = slice(None), slice(0, d), slice(d, 3 * d)
+
+        # Encode: latents query the (subsampled) band sequence; subsampling = key mask.
+        latents = self.latents[: latent_token_count(t, **self.token_rule)]
+        lat = latents.expand(s, 1, *latents.shape)
+        q = self.encode.project(lat, q_rows).expand(s, b, -1, d)
+        k, v = self.encode.project(x, kv_rows).chunk(2, dim=-1)
+        key_mask = masks[:, None, None, None, :].expand(s, b, 1, 1, t).reshape(s * b, 1, 1, t)
+        z = self.encode_norm(lat + self.encode.attend(q, k, v, key_mask))
+
+        # Process: self-attention among latents, then the latent FFN.
+        q, k, v = self.process.project(z, qkv).chunk(3, dim=-1)
+        z = self.process_norm(z + self.process.attend(q, k, v))
+        z = z + self.latent_ffn(z)
+
+        # Decode at every position; the interpolation operator reads only the kept ones.
+        q = self.decode.project(x, q_rows)
+        k, v = self.decode.project(z, kv_rows).chunk(2, dim=-1)
+        out = self.decode_norm(x.unsqueeze(0) + self.decode.attend(q, k, v))
+        out = torch.einsum("stu,sbud->btsd", operators, out).reshape(b, t, s * d)
+        return self.norm(x + self.dropout(self.fusion(out)))
+
+
+class SpectralEncoderLayer(nn.Module):
+    """BiLSTM and BiGRU with residuals, MSLA, LN; FFN x4, LN (§IV-4 in the layout of §V)."""
+
+    def __init__(self, dim: int, ffn_mult: int, dropout: float, msla: dict):
+        super().__init__()
+        if dim % 2:
+            raise UsageError(f"claresnet: dim={dim} must be even", hint="use e.g. dim=256")
+        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.msla = MultiScaleLatentAttention(dim, dropout=dropout, **msla)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = _ffn(dim, ffn_mult, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + self.lstm(x)[0]
+        h = h + self.gru(h)[0]
+        y = self.norm1(x + self.msla(h))
+        return self.norm2(y + self.ffn(y))
+
+
+class CLAReSNet(nn.Module):
+    """CLAReSNet for (B, T, P, P) patches; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        bands: int,
+        classes: int,
+        *,
+        dim: int = 256,
+        base_channels: int = 64,
+        layers: int = 3,
+        kernels: Sequence[int] = (1, 3, 5, 7),
+        dilations: Sequence[int] = (1, 2, 3, 4),
+        se_reduction: int = 16,
+        se_min_hidden: int = 8,
+        cbam_kernel: int = 7,
+        heads: int = 8,
+        scales: Sequence[int] = (1, 2, 4),
+        base_tokens: int = 16,
+        base_length: int = 16,
+        min_tokens: int = 8,
+        max_tokens: int = 64,
+        max_bands: int = 5000,
+        latent_ffn_mult: int = 2,
+        fusion_ffn_mult: int = 2,
+        ffn_mult: int = 4,
+        head_hidden: int = 128,
+        dropout: float = 0.1,
+        head_dropout: float = 0.5,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise UsageError(f"claresnet: dim={dim} is not divisible by heads={heads}", hint="use e.g. dim=256, heads=8")
+        if not 1 <= bands <= max_bands:
+            raise InputError(
+                f"claresnet: expected 1 to max_bands={max_bands} bands, found {bands}",
+                hint="reduce the bands (e.g. `hsi prep --pca 30`) or raise max_bands in --model-args",
+            )
+        if layers < 1 or min_tokens > max_tokens:
+            raise UsageError(
+                f"claresnet: need layers >= 1 and min_tokens <= max_tokens, got {layers}, {min_tokens} > {max_tokens}",
+                hint="see the paper defaults: layers=3, min_tokens=8, max_tokens=64",
+            )
+        self.bands = bands
+        se = dict(reduction=se_reduction, min_hidden=se_min_hidden)
+        self.spatial = SpatialEncoder(dim, base_channels, kernels, dilations, cbam_kernel, se, dropout)
+        msla = dict(
+            heads=heads,
+            scales=scales,
+            base_tokens=base_tokens,
+            base_length=base_length,
+            min_tokens=min_tokens,
+            max_tokens=max_tokens,
+            max_bands=max_bands,
+            latent_ffn_mult=latent_ffn_mult,
+            fusion_ffn_mult=fusion_ffn_mult,
+        )
+        self.layers = nn.ModuleList(SpectralEncoderLayer(dim, ffn_mult, dropout, msla) for _ in range(layers))
+        self.fusion = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if layers > 1 else None
+        self.fusion_norm = nn.LayerNorm(dim) if layers > 1 else None
+        self.head = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Dropout(head_dropout),
+            nn.Linear(dim, head_hidden),
+            nn.GELU(),
+            nn.Dropout(head_dropout / 2),
+            nn.Linear(head_hidden, classes),
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, P, P) -> the fused (B, dim) embedding f_final of §IV-5."""
+        if x.dim() != 4 or x.shape[1] != self.bands:
+            raise InputError(
+                f"claresnet: expected input (B, {self.bands}, P, P), found {tuple(x.shape)}",
+                hint="the checkpoint was trained on a scene with a different number of bands",
+            )
+        h = self.spatial(x)
+        summaries = []
+        for layer in self.layers:
+            h = layer(h) + h
+            summaries.append(h.mean(1))
+        last = summaries[-1]
+        if self.fusion is None:
+            return last
+        stack = torch.stack(summaries, dim=1)
+        attended = self.fusion(last.unsqueeze(1), stack, stack, need_weights=False)[0].squeeze(1)
+        return self.fusion_norm(last + attended)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, dim) -> (B, classes) logits (§IV-6; softmax is left to the loss)."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model(
+    "claresnet",
+    kind="patch",
+    paper="CLAReSNet (Bandyopadhyay et al.)",
+    defaults=TrainDefaults(
+        patch=11, optimizer="adamw", lr=1e-4, weight_decay=1e-2, batch_size=16, eval_batch_size=32, epochs=40, augment=True
+    ),
+)
+def claresnet(bands: int, classes: int, **args) -> nn.Module:
+    """CLAReSNet: multi-scale residual CNN per band, RNN + multi-scale latent attention over bands."""
+    return CLAReSNet(bands, classes, **args)

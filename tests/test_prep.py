@@ -1,0 +1,230 @@
+"""`hsi prep`: the fitted preprocessing (band removal, fill, normalisation, PCA, whitening) checked
+against independent references (scikit-learn, plain numpy), `--like`, auxiliary rasters, the RGB
+preview and the real SalinasA and Jasper Ridge files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from hsicli.store.scene import SceneStore
+
+
+def latent_cube(height: int, width: int, bands: int, seed: int, gain: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """An int16 cube whose band covariance has well-separated eigenvalues (ratio 0.7 between
+    neighbours), so principal components are unique up to sign even after float32 rounding."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(bands, bands)))
+    scores = rng.normal(size=(height * width, bands)) * (900.0 * 0.7 ** np.arange(bands))
+    pixels = 5000.0 + 300.0 * np.arange(bands) + scores @ basis.T
+    return np.rint(gain * pixels + shift).reshape(height, width, bands).astype(np.int16)
+
+
+def prep(cli, *args) -> SceneStore:
+    result = cli("prep", *args)
+    assert result.exit_code == 0, result.stderr
+    return SceneStore.open(result.stdout.strip())
+
+
+def aligned(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-component signs (+1/-1) that align the rows of `reference` with those of `ours`."""
+    signs = np.sign(np.sum(ours * reference, axis=1))
+    assert np.all(signs != 0)
+    return signs
+
+
+def test_pca_matches_scikit_learn(synthetic_scene, cli, tmp_path):
+    raw = latent_cube(30, 28, 12, seed=0)
+    scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)
+    store = prep(cli, scene, "--pca", "8", "--out", tmp_path / "s.zarr")
+    arrays, settings = store.transform()
+    assert settings["pca"] == 8 and settings["normalisation"] == "zscore"
+
+    pixels = raw.reshape(-1, 12).astype(np.float64)
+    scaler = StandardScaler().fit(pixels)
+    z = scaler.transform(pixels)
+    reference = PCA(n_components=8, svd_solver="full").fit(z)
+    np.testing.assert_allclose(arrays["offset"], scaler.mean_, rtol=1e-6)
+    np.testing.assert_allclose(arrays["scale"], scaler.scale_, rtol=1e-5)
+
+    components = arrays["pca_components"]
+    assert components.shape == (8, 12)
+    signs = aligned(components, reference.components_)
+    np.testing.assert_allclose(components, signs[:, None] * reference.components_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(arrays["pca_explained_variance"], reference.explained_variance_, rtol=1e-4)
+    np.testing.assert_allclose(
+        arrays["pca_explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-4
+    )
+    # Deterministic signs: the largest |loading| of every component is positive.
+    assert np.all(components[np.arange(8), np.abs(components).argmax(axis=1)] > 0)
+
+    cube = store.cube()
+    assert cube.dtype == np.float32 and cube.shape == (30, 28, 8)
+    expected = reference.transform(z) * signs
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(cube.reshape(-1, 8), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_like_applies_the_stored_transform_unchanged(synthetic_scene, cli, tree, tmp_path):
+    raw_a = latent_cube(20, 18, 12, seed=1)
+    raw_b = latent_cube(16, 22, 12, seed=2, gain=1.3, shift=-700)
+    scene_a = synthetic_scene("a.mat", cube=raw_a, with_gt=False)
+    scene_b = synthetic_scene("b.mat", cube=raw_b, with_gt=False)
+    store_a = prep(cli, scene_a, "--pca", "5", "--drop-bands", "3,9", "--out", tmp_path / "a.zarr")
+    store_b = prep(cli, scene_b, "--like", tmp_path / "a.zarr", "--out", tmp_path / "b.zarr")
+
+    arrays, _ = store_a.transform()
+    kept = arrays["kept_bands"]
+    assert kept.tolist() == [0, 1, 3, 4, 5, 6, 7, 9, 10, 11]
+    pixels = raw_b.reshape(-1, 12)[:, kept].astype(np.float64)
+    expected = ((pixels - arrays["offset"]) / arrays["scale"] - arrays["pca_mean"]) @ arrays["pca_components"].T
+    cube_b = store_b.cube()
+    assert cube_b.shape == (16, 22, 5)
+    np.testing.assert_allclose(cube_b.reshape(-1, 5), expected, rtol=1e-5, atol=1e-4)
+    assert store_b.attrs["transform_fingerprint"] == store_a.attrs["transform_fingerprint"]
+    arrays_b, _ = store_b.transform()
+    assert sorted(arrays_b) == sorted(arrays)
+    for name in arrays:
+        np.testing.assert_array_equal(arrays_b[name], arrays[name])
+
+    # Fitting on B instead gives another cube (B's statistics differ from A's).
+    fitted_b = prep(cli, scene_b, "--pca", "5", "--drop-bands", "3,9", "--out", tmp_path / "fitted.zarr").cube()
+    assert np.abs(np.abs(fitted_b) - np.abs(cube_b)).max() > 0.1 * np.abs(cube_b).max()
+
+    # --like fixes the preprocessing: fitting options and another band count are errors.
+    before = tree(tmp_path)
+    conflicting = cli("prep", scene_b, "--like", tmp_path / "a.zarr", "--pca", "3", "--out", tmp_path / "c.zarr")
+    assert conflicting.exit_code == 1 and "--like" in conflicting.stderr
+    assert tree(tmp_path) == before
+    other_bands = synthetic_scene("c.mat", cube=latent_cube(8, 8, 10, seed=3), with_gt=False)
+    before = tree(tmp_path)
+    wrong = cli("prep", other_bands, "--like", tmp_path / "a.zarr", "--out", tmp_path / "c.zarr")
+    assert wrong.exit_code == 1 and "10 bands" in wrong.stderr and "12" in wrong.stderr
+    assert tree(tmp_path) == before
+
+
+def test_drop_bands_removes_exactly_those_bands(synthetic_scene, cli, tmp_path):
+    raw = latent_cube(10, 9, 12, seed=4)
+    scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)
+    store = prep(cli, scene, "--drop-bands", "2-4, 7,12", "--norm", "none", "--out", tmp_path / "s.zarr")
+    kept = [0, 4, 5, 7, 8, 9, 10]
+    np.testing.assert_array_equal(store.cube(), raw[:, :, kept].astype(np.float32))
+    assert store.attrs["preprocessing"]["dropped_bands_1based"] == [2, 3, 4, 7, 12]
+    assert store.transform()[0]["kept_bands"].tolist() == kept
+
+
+def test_rgb_preview_comes_from_the_raw_bands(synthetic_scene, cli, tmp_path):
+    raw = latent_cube(14, 11, 12, seed=5)
+    scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)
+    # Bands 2-4 are dropped, yet the preview (bands at 25/15/5 % of the range: 3, 2, 1) uses them.
+    store = prep(cli, scene, "--drop-bands", "2-4", "--pca", "3", "--out", tmp_path / "s.zarr")
+    rgb = store.rgb()
+    assert rgb.dtype == np.uint8 and rgb.shape == (14, 11, 3)
+    bands = store.attrs["rgb_bands"]
+    assert bands == [3, 2, 1]
+    for channel, band in enumerate(bands):
+        values = raw[:, :, band].ravel()
+        order = np.argsort(values, kind="stable")
+        assert np.all(np.diff(rgb[:, :, channel].ravel()[order].astype(int)) >= 0)  # monotone in the raw band
+        assert rgb[:, :, channel].min() == 0 and rgb[:, :, channel].max() == 255  # 2-98 % stretch
+
+
+def test_non_finite_values(synthetic_scene, cli, tree, tmp_path):
+    raw = latent_cube(9, 8, 6, seed=6).astype(np.float32) / 10
+    bad = [(0, 0, 0), (3, 4, 0), (8, 7, 5)]
+    raw[bad[0]], raw[bad[1]], raw[bad[2]] = np.nan, np.nan, np.inf
+    scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)
+
+    before = tree(tmp_path)
+    refused = cli("prep", scene, "--out", tmp_path / "e.zarr")
+    assert refused.exit_code == 1
+    assert "3 non-finite values" in refused.stderr and "--fill" in refused.stderr
+    assert tree(tmp_path) == before
+
+    zero = prep(cli, scene, "--fill", "zero", "--norm", "none", "--out", tmp_path / "z.zarr").cube()
+    mean = prep(cli, scene, "--fill", "mean", "--norm", "none", "--out", tmp_path / "m.zarr").cube()
+    finite = np.isfinite(raw)
+    np.testing.assert_array_equal(zero[finite], raw[finite])
+    np.testing.assert_array_equal(mean[finite], raw[finite])
+    for index in bad:
+        band = raw[:, :, index[2]]
+        assert zero[index] == 0
+        np.testing.assert_allclose(mean[index], band[np.isfinite(band)].mean(dtype=np.float64), rtol=1e-6)
+    # Normalised with the filled values: no NaN reaches the stored cube.
+    assert np.isfinite(prep(cli, scene, "--fill", "mean", "--pca", "3", "--out", tmp_path / "p.zarr").cube()).all()
+
+
+def test_whiten_gives_uncorrelated_unit_variance_components(synthetic_scene, cli, tmp_path):
+    raw = latent_cube(20, 20, 10, seed=7)
+    scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)
+    plain = prep(cli, scene, "--pca", "4", "--out", tmp_path / "plain.zarr").cube().reshape(-1, 4)
+    white = prep(cli, scene, "--pca", "4", "--whiten", "--out", tmp_path / "white.zarr").cube().reshape(-1, 4)
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(4), atol=2e-3)
+    assert np.var(plain[:, 0], ddof=1) > 2 * np.var(plain[:, 3], ddof=1)  # without --whiten they are not
+    unwhitened = cli("prep", scene, "--whiten", "--out", tmp_path / "x.zarr")
+    assert unwhitened.exit_code == 1 and "--pca" in unwhitened.stderr
+
+
+def test_salinas_a_is_recognised(salinas_a, cli, tmp_path):
+    from hsicli.data.datasets import get_dataset
+
+    cube, gt_file = salinas_a
+    store = prep(cli, cube, "--gt", gt_file, "--norm", "none", "--out", tmp_path / "s.zarr")
+    known = get_dataset("salinasA")
+    assert store.attrs["dataset"] == "salinasA"
+    assert store.attrs["class_ids"] == [1, 10, 11, 12, 13, 14]
+    assert store.class_names == list(known.class_names)
+    assert store.class_colors == list(known.class_colors)
+    assert store.class_names[0].lower().startswith("broc") and "7wk" in store.class_names[5]
+    raw_gt = scipy.io.loadmat(gt_file)["salinasA_gt"]
+    lookup = np.zeros(15, dtype=np.uint16)
+    lookup[[1, 10, 11, 12, 13, 14]] = np.arange(1, 7)
+    np.testing.assert_array_equal(store.gt(), lookup[raw_gt])
+    assert np.bincount(store.gt().ravel()).tolist()[1:] == [391, 1343, 616, 1525, 674, 799]
+    raw = scipy.io.loadmat(cube)["salinasA_corrected"]
+    np.testing.assert_array_equal(store.cube(), raw.astype(np.float32))
+
+
+def test_auxiliary_rasters(synthetic_scene, cli, tmp_path):
+    scene = synthetic_scene("scene.mat", height=12, width=10, bands=8)
+    rng = np.random.default_rng(8)
+    lidar = rng.normal(30.0, 5.0, (12, 10)).astype(np.float32)
+    sar = rng.normal(0.0, 0.2, (12, 10, 2)).astype(np.float32)
+    np.save(tmp_path / "lidar.npy", lidar)
+    np.save(tmp_path / "sar.npy", sar)
+    aux_args = ["--aux", tmp_path / "lidar.npy", "--aux", tmp_path / "sar.npy"]
+    store = prep(cli, scene, *aux_args, "--out", tmp_path / "s.zarr")
+    aux = store.aux()
+    assert aux.shape == (12, 10, 3) and aux.dtype == np.float32
+    stacked = np.concatenate([lidar[:, :, None], sar], axis=2).astype(np.float64)
+    expected = (stacked - stacked.mean(axis=(0, 1))) / stacked.std(axis=(0, 1))
+    np.testing.assert_allclose(aux, expected, rtol=1e-4, atol=1e-5)
+    assert store.attrs["aux_sources"] == [str(tmp_path / "lidar.npy"), str(tmp_path / "sar.npy")]
+    arrays, _ = store.transform()
+    np.testing.assert_allclose(arrays["aux_offset"], stacked.mean(axis=(0, 1)), rtol=1e-5)
+    assert SceneStore.open(tmp_path / "s.zarr").cube().shape == (12, 10, 8)
+
+    without = prep(cli, scene, "--out", tmp_path / "plain.zarr")
+    assert without.aux() is None
+
+    np.save(tmp_path / "small.npy", np.zeros((12, 9), dtype=np.float32))
+    wrong = cli("prep", scene, "--aux", tmp_path / "small.npy", "--out", tmp_path / "w.zarr")
+    assert wrong.exit_code == 1 and "small.npy" in wrong.stderr and "12 × 9" in wrong.stderr
+    assert not (tmp_path / "w.zarr").exists()
+
+
+def test_jasper_ridge_matrix_layout(shared_data, cli, tmp_path):
+    source = shared_data / "jasper-ridge" / "JasperRidge2_R198.mat"
+    if not source.is_file():
+        pytest.skip(f"{source} is not present")
+    store = prep(cli, source, "--layout", "matrix", "--norm", "none", "--out", tmp_path / "j.zarr")
+    matrix = scipy.io.loadmat(source)["Y"]  # bands × pixels, pixels in column-major order
+    assert matrix.shape == (198, 10000)
+    cube = store.cube()
+    assert cube.shape == (100, 100, 198)
+    expected = matrix.T.reshape(100, 100, 198, order="F")  # pixel p = row p mod 100, column p div 100
+    np.testing.assert_array_equal(cube, expected.astype(np.float32))
+    assert store.attrs["source"]["var"] == "Y" and store.attrs["source"]["raw_shape"] == [100, 100, 198]
