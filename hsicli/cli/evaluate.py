@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hsicli.cli.common import JsonOpt, Log, OutOpt, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path
 
 
 def evaluate(
@@ -20,6 +20,7 @@ def evaluate(
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the per-class table as CSV.")] = None,
     latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the per-class table as LaTeX.")] = None,
     out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -32,6 +33,7 @@ def evaluate(
     """
     from hsicli.engine.evaluate import evaluate as run_evaluation
     from hsicli.engine.metrics import format_table, to_csv, to_latex
+    from hsicli.store.atomic import atomic_path
 
     log = Log(quiet)
     paths = [read_input_path(p if p != "-" else None, "prediction store") for p in (predictions or [None])]
@@ -47,7 +49,8 @@ def evaluate(
         Console(stderr=True).print(table)
     for target, render in ((csv, to_csv), (latex, to_latex)):
         if target is not None:
-            Path(target).write_text(render(result.result))
+            with atomic_path(Path(target), overwrite) as tmp:
+                tmp.write_text(render(result.result))
             log.info(f"wrote {target}")
     if json_out:
         print(json.dumps({"path": str(result.path), **result.result}, default=str), file=sys.stdout)

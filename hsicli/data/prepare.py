@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicli.errors import HsiError, InputError, OutputExistsError
-from hsicli.store.atomic import check_writable
+from hsicli.errors import HsiError, InputError
+from hsicli.store.atomic import check_writable, up_to_date
 from hsicli.store.provenance import describe_file, record
 
 # Colours for scenes the registry does not know (tab20-like, distinguishable on white).
@@ -152,18 +152,9 @@ def prepare_scene(
     stem = dataset.name if dataset is not None else Path(request.source).stem
     path = Path(out) if out is not None else Path.cwd() / default_name(stem, request)
     path = path.absolute()
-    if path.exists() and not overwrite:
-        try:
-            existing = SceneStore.open(path)
-        except HsiError:
-            existing = None
-        if existing is not None and existing.attrs.get("request_key") == key:
-            on_message(f"{path} is up to date (same inputs and options)")
-            return PrepResult(path, _summary(existing), reused=True)
-        raise OutputExistsError(
-            f"output {path} already exists and was made from other inputs or options",
-            hint="pass --overwrite to replace it, or --out to write elsewhere",
-        )
+    if up_to_date(path, key, lambda p: SceneStore.open(p).attrs.get("request_key"), overwrite):
+        on_message(f"{path} is up to date (same inputs and options)")
+        return PrepResult(path, _summary(SceneStore.open(path)), reused=True)
     check_writable(path, overwrite)
 
     if like_store is not None:

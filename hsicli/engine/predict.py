@@ -7,6 +7,8 @@ the results written before the next tile is read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,8 @@ import numpy as np
 from hsicli.data.patches import PatchSampler, block_sampler
 from hsicli.errors import HsiError, StoreError
 from hsicli.models.registry import create_model, get_model_spec
-from hsicli.store.checkpoint import load_arrays
+from hsicli.store.checkpoint import load_arrays, require_checkpoint
+from hsicli.store.atomic import up_to_date
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore
@@ -49,9 +52,7 @@ class Classifier:
     def __init__(self, checkpoint: Path, options: PredictOptions):
         self.path = Path(checkpoint)
         arrays, self.meta = load_arrays(self.path)
-        if self.meta.get("kind") != "checkpoint":
-            raise StoreError(f"{self.path} is a {self.meta.get('kind')} file, not a checkpoint",
-                             hint="predict from the checkpoint `hsi train` printed")
+        require_checkpoint(self.path, self.meta)
         self.spec = get_model_spec(self.meta["model"])
         self.n_classes = len(self.meta["class_names"])
         self.bands = int(self.meta["input"]["bands"])
@@ -155,12 +156,19 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     height, width, _ = store.shape
     out = Path(options.out) if options.out else default_prediction_path(Path(checkpoint), store, own)
     out = out.absolute()
+    checkpoint_record = describe_file(Path(checkpoint))
+    key = hashlib.sha256(json.dumps([checkpoint_record["sha256"], store.fingerprint, options.probabilities,
+                                     options.embeddings, options.amp]).encode()).hexdigest()
+    if up_to_date(out, key, lambda p: PredictionStore.open(p).attrs.get("request_key"), options.overwrite):
+        on_message(f"{out} is up to date (same checkpoint, scene and options)")
+        return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
     gt = store.gt()
     attrs = {
+        "request_key": key,
         "model": classifier.spec.name,
         "class_names": classifier.meta["class_names"],
         "class_colors": classifier.meta["class_colors"],
-        "checkpoint": describe_file(Path(checkpoint)),
+        "checkpoint": checkpoint_record,
         "scene_store": store.describe(),
         "split": classifier.meta["training"].get("split"),
         "labels": classifier.meta["training"].get("labels"),
@@ -187,7 +195,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         if options.embeddings:
             writer.write_embeddings(np.concatenate(embedded_index), np.concatenate(embedded))
         writer.update_attrs({"inference_seconds": seconds, "pixels": height * width,
-                             "provenance": record(command, {"checkpoint": describe_file(Path(checkpoint)),
+                             "provenance": record(command, {"checkpoint": checkpoint_record,
                                                             "store": store.describe()})})
     on_message(f"predicted {height * width} pixels in {seconds:.2f} s")
     return PredictResult(out, {"inference_seconds": seconds})

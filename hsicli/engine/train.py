@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ import numpy as np
 
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
-from hsicli.errors import HsiError, OutputExistsError, StoreError
+from hsicli.errors import HsiError, StoreError
 from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
-from hsicli.store.checkpoint import load_arrays, save_arrays
+from hsicli.store.atomic import up_to_date
+from hsicli.store.checkpoint import load_arrays, read_header, save_arrays
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
 
@@ -171,7 +172,7 @@ def train(
     )
     if options.patch is None and "patch" in options.model_args:
         hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))
-    options.model_args = architecture_args(spec, hyper.patch, options.model_args)
+    options = replace(options, model_args=architecture_args(spec, hyper.patch, options.model_args))
     if options.class_weights not in ("none", "balanced"):
         raise HsiError(f"unknown --class-weights {options.class_weights!r}", hint="use none or balanced")
     out = Path(options.out) if options.out else default_checkpoint_path(
@@ -179,17 +180,9 @@ def train(
     )
     out = out.absolute()
     key = _request_key(store, options, hyper, split_name)
-    if out.exists() and not options.overwrite:
-        from hsicli.store.checkpoint import read_header
-
-        _, existing = read_header(out)
-        if existing.get("request_key") == key:
-            on_message(f"{out} is up to date (same store, split and settings)")
-            return TrainResult(out, {"model": options.model}, reused=True)
-        raise OutputExistsError(
-            f"checkpoint {out} already exists and was trained with other inputs or settings",
-            hint="pass --overwrite to replace it, or --out / --seed to write another",
-        )
+    if up_to_date(out, key, lambda p: read_header(p)[1].get("request_key"), options.overwrite):
+        on_message(f"{out} is up to date (same store, split and settings)")
+        return TrainResult(out, {"model": options.model}, reused=True)
     data = load_training_data(store, split_name, options.labels)
     on_message(
         f"training {options.model} on {store.name}, split {split_name}: "
@@ -199,7 +192,7 @@ def train(
     if spec.kind == "spectral":
         arrays, training = _fit_classical(spec.name, data, store, options, hyper)
     else:
-        arrays, training = _fit_torch(spec, data, store, options, hyper, out, on_epoch, on_message)
+        arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message)
     training.update(
         seconds=round(time.perf_counter() - started, 3),
         split=split_name,
@@ -432,7 +425,8 @@ def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, 
 
 
 def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: TrainDefaults, out: Path,
-               on_epoch, on_message) -> tuple[dict, dict]:
+               run_key: str, on_epoch, on_message) -> tuple[dict, dict]:
+    """Train a torch model; `run_key` (the request key) ties the resume state to this exact run."""
     import contextlib
 
     import torch
@@ -463,9 +457,6 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     best = {"epoch": None, "val": -1.0, "weights": None, "bad_epochs": 0}
     start_epoch = 1
     state_file = resume_path(out)
-    run_key = hashlib.sha256(
-        json.dumps([spec.name, options.model_args, hyper.to_dict(), options.seed, data.train_y.size], default=str).encode()
-    ).hexdigest()
     if options.resume and state_file.exists():
         arrays, meta = load_arrays(state_file)
         if meta.get("run_key") != run_key:
@@ -478,7 +469,8 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         history = meta["history"]
         best.update(epoch=meta["best_epoch"], val=meta["best_val"], bad_epochs=meta["bad_epochs"])
         best["weights"] = weights_from_arrays(arrays, "best.") or None
-        start_epoch = meta["epoch"] + 1
+        # A run that had already stopped early resumes straight to writing its checkpoint.
+        start_epoch = hyper.epochs + 1 if meta.get("stopped") else meta["epoch"] + 1
         on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
 
     n = data.train_y.size
@@ -523,7 +515,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         else:
             best["bad_epochs"] += 1
         stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
-        _write_state(state_file, model, optimizer, best, history, epoch, run_key)
+        _write_state(state_file, model, optimizer, best, history, epoch, run_key, stop)
         on_epoch(entry)
         if stop:
             on_message(f"early stop: no validation improvement for {hyper.patience} epochs")
@@ -541,7 +533,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     return arrays, training
 
 
-def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_key: str) -> None:
+def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_key: str, stopped: bool) -> None:
     arrays = weights_to_arrays(model.state_dict(), "model.")
     arrays.update(weights_to_arrays(best["weights"], "best."))
     optim_arrays, optim_meta = optimizer_to_arrays(optimizer)
@@ -554,5 +546,6 @@ def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_ke
         "bad_epochs": best["bad_epochs"],
         "optimizer": optim_meta,
         "run_key": run_key,
+        "stopped": stopped,
     }
     save_arrays(path, arrays, meta, overwrite=True, kind="resume-state")

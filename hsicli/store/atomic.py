@@ -14,10 +14,10 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hsicli.errors import OutputExistsError, StoreError
+from hsicli.errors import HsiError, OutputExistsError, StoreError
 
 TMP_MARK = ".tmp-"
 
@@ -43,6 +43,26 @@ def check_writable(path: Path, overwrite: bool, what: str = "output") -> None:
             f"cannot write {path}: directory {path.parent} does not exist",
             hint="create the directory first or choose another --out",
         )
+
+
+def up_to_date(path: Path, key: str, read_key: Callable[[Path], str | None], overwrite: bool) -> bool:
+    """Whether `path` already holds the result of this exact request (re-running is a no-op).
+
+    False when it must be built (absent, or --overwrite); an output made from other inputs or
+    options is never replaced silently: OutputExistsError.
+    """
+    if overwrite or not path.exists():
+        return False
+    try:
+        existing = read_key(path)
+    except HsiError:
+        existing = None
+    if existing == key:
+        return True
+    raise OutputExistsError(
+        f"output {path} already exists and was made from other inputs or options",
+        hint="pass --overwrite to replace it, or --out to write elsewhere",
+    )
 
 
 def _remove(path: Path) -> None:

@@ -40,10 +40,10 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             header = json.loads(handle.read(length))
         except (ValueError, UnicodeDecodeError):
             raise StoreError(f"{path} is not a valid checkpoint: unreadable header", hint="the file is damaged") from None
-    if not isinstance(header, dict):
+    raw_meta = header.pop("__metadata__", {}) if isinstance(header, dict) else None
+    if not _well_formed(header, raw_meta):
         raise StoreError(f"{path} is not a valid checkpoint: malformed header", hint="the file is damaged")
-    raw_meta = header.pop("__metadata__", {}) or {}
-    end = max((int(v["data_offsets"][1]) for v in header.values() if isinstance(v, dict) and "data_offsets" in v), default=0)
+    end = max((v["data_offsets"][1] for v in header.values()), default=0)
     if 8 + length + end > size:
         raise StoreError(f"{path} is truncated: tensors end at byte {8 + length + end}, the file has {size}",
                          hint="retrain or copy the checkpoint again")
@@ -60,6 +60,25 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise StoreError(f"{path} has checkpoint schema {metadata['hsi_schema']}, newer than this hsicli ({SCHEMA})",
                          hint="upgrade hsicli")
     return header, metadata
+
+
+def _well_formed(header: Any, metadata: Any) -> bool:
+    """The safetensors header layout: string metadata, and per tensor a dtype, a shape of
+    non-negative integers and two ordered offsets."""
+    if not isinstance(header, dict) or not isinstance(metadata, dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        return False
+    for entry in header.values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
+            return False
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return False
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            return False
+    return True
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any], *, overwrite: bool = False,
@@ -85,6 +104,32 @@ def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise StoreError(f"{path} is damaged: {exc}", hint="retrain or copy the checkpoint again") from None
     return arrays, metadata
+
+
+_CHECKPOINT_FIELDS = {
+    "model": str,
+    "model_args": dict,
+    "class_names": list,
+    "class_colors": list,
+    "input": dict,
+    "training": dict,
+    "source_store": dict,
+}
+
+
+def require_checkpoint(path: Path, metadata: dict[str, Any]) -> None:
+    """Check that a file's metadata is a complete checkpoint record before anything uses it."""
+    if metadata.get("kind") != "checkpoint":
+        raise StoreError(f"{path} is a {metadata.get('kind')} file, not a checkpoint",
+                         hint="use the checkpoint `hsi train` printed")
+    for field, kind in _CHECKPOINT_FIELDS.items():
+        if not isinstance(metadata.get(field), kind):
+            raise StoreError(f"{path} has no valid {field!r} in its metadata",
+                             hint="the checkpoint is damaged or was not written by `hsi train`")
+    contract = metadata["input"]
+    if not all(isinstance(contract.get(k), int) and contract[k] > 0 for k in ("bands", "patch")):
+        raise StoreError(f"{path} has no valid input bands / patch in its metadata",
+                         hint="the checkpoint is damaged or was not written by `hsi train`")
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:

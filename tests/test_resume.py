@@ -1,0 +1,189 @@
+"""`hsi train --resume`: a run killed mid-training continues to the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from hsicli.data.splits import stratified
+from hsicli.engine.train import TrainOptions, resume_path, train
+from hsicli.errors import StoreError
+from hsicli.store.checkpoint import load_arrays
+from hsicli.store.scene import SceneStore
+
+torch.set_num_threads(1)
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TINY = {"patch": 5, "conv3d_channels": [2], "conv3d_depths": [3], "conv2d_channels": 4, "hidden": [8]}
+EPOCHS = 6
+# Batches of 8 over ~400 pixels: a few tenths of a second per epoch, time enough to kill mid-run.
+SETTINGS = dict(model="hybridsn", model_args=TINY, patch=5, epochs=EPOCHS, batch_size=8, augment=True, seed=0,
+                split="s", device="cpu", threads=1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> SceneStore:
+    """40×40×8, three class stripes; splits "s" and "s2" draw different pixels in the same numbers."""
+    path = tmp_path_factory.mktemp("resume") / "r.zarr"
+    rng = np.random.default_rng(0)
+    gt = np.broadcast_to(np.arange(40) * 3 // 40 + 1, (40, 40)).astype(np.uint16)
+    gt[rng.random(gt.shape) < 0.15] = 0
+    cube = rng.normal(0.0, 1.0, (4, 8)).astype(np.float32)[gt] + 0.3 * rng.normal(size=(40, 40, 8)).astype(np.float32)
+    store = SceneStore.create(
+        path, cube=cube, gt=gt, rgb=np.zeros((40, 40, 3), np.uint8),
+        attrs={"class_names": ["a", "b", "c"], "class_colors": ["#ff0000", "#00ff00", "#0000ff"]},
+        transform={"offset": np.zeros(8, np.float32)}, transform_attrs={},
+    )
+    for name, seed in (("s", 0), ("s2", 1)):
+        store.add_layer("splits", name, stratified(gt, train=0.3, val=0.1, seed=seed).astype(np.uint8), {})
+    return SceneStore.open(path)
+
+
+def options(out: Path, **overrides) -> TrainOptions:
+    return TrainOptions(**{**SETTINGS, "model_args": dict(TINY), "out": out, **overrides})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(scene) -> Path:
+    return train(scene.path, options(scene.path.parent / "whole.safetensors"), command="test").path
+
+
+def cli_args(store: Path, out: Path) -> list[str]:
+    """`hsi train` with SETTINGS."""
+    return [str(BIN / "hsi"), "train", str(store), "--model", "hybridsn",
+            "--model-args", json.dumps(TINY), "--patch", "5", "--epochs", str(EPOCHS), "--batch-size", "8",
+            "--augment", "--seed", "0", "--split", "s", "--device", "cpu", "--threads", "1", "--out", str(out)]
+
+
+def state_epoch(path: Path) -> int | None:
+    """The last finished epoch recorded in a state file (read with safetensors alone), or None."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return int(json.loads(handle.metadata()["epoch"]))
+    except (OSError, ValueError, KeyError):  # not written yet
+        return None
+
+
+def assert_same_run(checkpoint: Path, reference: Path) -> None:
+    arrays, meta = load_arrays(checkpoint)
+    expected, expected_meta = load_arrays(reference)
+    assert arrays.keys() == expected.keys()
+    assert all(np.array_equal(arrays[k], expected[k]) for k in expected)
+
+    def record(m):  # the history without the timings
+        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in m["training"]["history"]]
+
+    assert len(meta["training"]["history"]) == EPOCHS
+    assert record(meta) == record(expected_meta)
+    assert meta["training"]["best_epoch"] == expected_meta["training"]["best_epoch"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, scene, uninterrupted):
+    out = tmp_path / "killed.safetensors"
+    state = resume_path(out)
+    command = cli_args(scene.path, out)
+    run = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    killed_after = None
+    while time.monotonic() < deadline and run.poll() is None:
+        epoch = state_epoch(state)
+        if epoch is not None and epoch >= 2:
+            os.kill(run.pid, signal.SIGKILL)
+            killed_after = epoch
+            break
+        time.sleep(0.01)
+    _, stderr = run.communicate(timeout=60)
+    assert killed_after is not None, f"training ended (rc {run.returncode}) before epoch 2 was seen: {stderr}"
+    assert run.returncode == -signal.SIGKILL
+    assert not out.exists()
+    assert 2 <= state_epoch(state) < EPOCHS
+
+    resumed = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == str(out)
+    assert "resuming" in resumed.stderr
+    assert_same_run(out, uninterrupted)
+    assert not state.exists()  # a finished run leaves no state behind
+
+
+def test_resume_without_a_state_file_starts_fresh(tmp_path, scene, uninterrupted):
+    out = tmp_path / "fresh.safetensors"
+    assert not resume_path(out).exists()
+    train(scene.path, options(out, resume=True), command="test")
+    assert_same_run(out, uninterrupted)
+
+
+def test_interrupted_in_process_and_resumed(tmp_path, scene, uninterrupted):
+    out = tmp_path / "stop.safetensors"
+
+    def stop_after_third(entry):
+        if entry["epoch"] == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(scene.path, options(out), command="test", on_epoch=stop_after_third)
+    assert state_epoch(resume_path(out)) == 3 and not out.exists()
+    messages = []
+    train(scene.path, options(out, resume=True), command="test", on_message=messages.append)
+    assert any("after epoch 3" in m for m in messages)
+    assert_same_run(out, uninterrupted)
+
+
+def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
+    # lr 0: no improvement after epoch 1, so patience 1 stops after epoch 2. A run killed after
+    # epoch 2's state was written, but before the checkpoint, must not train a third epoch.
+    early = dict(lr=0.0, patience=1, epochs=10, batch_size=64)
+    whole = train(scene.path, options(tmp_path / "whole.safetensors", **early), command="test").path
+    out = tmp_path / "early.safetensors"
+
+    def stop_after_second(entry):
+        if entry["epoch"] == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(scene.path, options(out, **early), command="test", on_epoch=stop_after_second)
+    train(scene.path, options(out, resume=True, **early), command="test")
+    history = load_arrays(out)[1]["training"]["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert [entry["epoch"] for entry in load_arrays(whole)[1]["training"]["history"]] == [1, 2]
+
+
+def _interrupt(scene: SceneStore, out: Path) -> Path:
+    def stop(entry):
+        if entry["epoch"] == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(scene.path, options(out), command="test", on_epoch=stop)
+    return resume_path(out)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": 0.01}, {"seed": 1}, {"batch_size": 16}, {"model_args": {**TINY, "conv2d_channels": 6}},
+     {"split": "s2"}],
+    ids=["lr", "seed", "batch", "architecture", "split-of-same-size"],
+)
+def test_state_file_from_other_settings_is_a_clear_error(tmp_path, scene, change):
+    out = tmp_path / "other.safetensors"
+    state = _interrupt(scene, out)
+    before = state.read_bytes()
+    with pytest.raises(StoreError, match="other settings") as error:
+        train(scene.path, options(out, resume=True, **change), command="test")
+    assert str(state) in error.value.message
+    assert state.read_bytes() == before and not out.exists()
