@@ -135,7 +135,8 @@ def require_checkpoint(path: Path, metadata: dict[str, Any]) -> None:
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     header, metadata = read_header(path)
     training = metadata.get("training") or {}
-    n_params = sum(int(np.prod(v["shape"])) for k, v in header.items() if k.startswith("model.")) if header else 0
+    weights = [v["shape"] for k, v in header.items() if k.startswith("model.")]
+    n_params = sum(int(np.prod(shape)) for shape in weights) if weights else None  # None: a classical model
     return {
         "kind": metadata.get("kind", "checkpoint"),
         "path": str(Path(path).absolute()),
