@@ -14,6 +14,7 @@ _MODULES = {
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",
+    "plot": "plot",
     "info": "info",
     "models": "models",
     "datasets": "datasets",

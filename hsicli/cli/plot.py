@@ -57,7 +57,7 @@ def plot(
     """Draw a figure headless (PNG, SVG, PDF) or export a map (GeoTIFF); prints the figure's path.
 
     \b
-    map           classification map of a prediction (--masked, --with-gt, --with-rgb, --zoom)
+    map           classification map of a prediction (--masked, --with-gt, --zoom)
     gt, rgb       ground truth, false-colour preview of a scene store
     uncertainty   per-pixel entropy of a prediction
     split         where train / validation / test pixels lie

@@ -12,7 +12,7 @@ import numpy as np
 
 from hsicli.data.splits import TEST
 from hsicli.engine.metrics import classification_metrics, summarize_runs
-from hsicli.errors import HsiError, StoreError
+from hsicli.errors import HsiError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import record
@@ -26,23 +26,23 @@ class EvaluationResult:
     runs: list[dict[str, Any]]
 
 
-def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict[str, Any]:
-    """Metrics of one prediction store on the test pixels of its split (or `split`)."""
-    prediction = PredictionStore.open(prediction_path)
-    recorded = prediction.attrs["scene_store"]
-    store = SceneStore.open(Path(recorded["path"]))
-    if store.fingerprint != recorded.get("fingerprint"):
-        raise StoreError(
-            f"the scene store {store.path} changed since {prediction.path.name} was predicted",
-            hint="predict again from the checkpoint",
-        )
+def test_pixels(prediction: PredictionStore, split: str | None = None) -> tuple[SceneStore, str, np.ndarray]:
+    """(scene store, split name, mask of the labelled test pixels) a prediction is judged on."""
+    store = prediction.scene()
     split_name = split or prediction.attrs.get("split")
     if not split_name:
         raise HsiError(f"{prediction.path} records no split to evaluate on", hint="choose one with --split")
-    gt = store.gt().astype(np.int64)
-    test = (store.read_layer("splits", split_name).data == TEST) & (gt > 0)
+    test = (store.read_layer("splits", split_name).data == TEST) & (store.gt() > 0)
     if not test.any():
         raise HsiError(f"split {split_name!r} has no test pixels", hint="evaluate on another split")
+    return store, split_name, test
+
+
+def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict[str, Any]:
+    """Metrics of one prediction store on the test pixels of its split (or `split`)."""
+    prediction = PredictionStore.open(prediction_path)
+    store, split_name, test = test_pixels(prediction, split)
+    gt = store.gt().astype(np.int64)
     y_true = gt[test] - 1
     y_pred = prediction.classes().astype(np.int64)[test] - 1
     probabilities = prediction.probabilities()

@@ -12,7 +12,6 @@ original dtype (an int16 cube stays int16); conversion to float is `hsi prep`'s 
 from __future__ import annotations
 
 import math
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass

@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import numpy as np
@@ -165,26 +164,12 @@ def open_prediction(path: Path, kind: str) -> PredictionStore:
     return PredictionStore.open(Path(path))
 
 
-def scene_of(prediction: PredictionStore) -> SceneStore:
-    """The scene store a prediction was made from, unchanged since."""
-    recorded = prediction.attrs.get("scene_store") or {}
-    if not recorded.get("path"):
-        raise StoreError(f"{prediction.path} records no scene store", hint="predict again with `hsi predict`")
-    store = SceneStore.open(Path(recorded["path"]))
-    if store.fingerprint != recorded.get("fingerprint"):
-        raise StoreError(
-            f"the scene store {store.path} changed since {prediction.path.name} was predicted",
-            hint="predict again from the checkpoint",
-        )
-    return store
-
-
 def open_scene(path: Path) -> tuple[SceneStore, PredictionStore | None, str | None, str | None]:
     """(scene store, prediction or None, layer kind, layer name) of a scene, layer or prediction path."""
     store_path, layer_kind, layer_name = split_layer_path(Path(path))
     if artifact_kind(store_path) == "prediction":
         prediction = PredictionStore.open(store_path)
-        return scene_of(prediction), prediction, None, None
+        return prediction.scene(), prediction, None, None
     return SceneStore.open(store_path), None, layer_kind, layer_name
 
 
@@ -259,13 +244,14 @@ def new_figure(options: PlotOptions, default_size: tuple[float, float]) -> Figur
     return fig
 
 
-def map_panel_size(shape: tuple[int, int], panels: int, columns: int | None = None) -> tuple[float, float, float]:
-    """(figure width, panel-area height, panel width) for `panels` maps of a (H, W) scene."""
+def map_panel_size(shape: tuple[int, int], panels: int, columns: int | None = None) -> tuple[float, float]:
+    """(figure width, height of the panel rows) in inches for `panels` maps of a (H, W) scene."""
     columns = columns or panels
     rows = math.ceil(panels / columns)
     panel = PANEL_WIDTH if columns <= 3 else 2.2
-    height = rows * (min(max(panel * shape[0] / shape[1], 1.2), 2.5 * panel) + TITLE_ROOM)
-    return panel * columns, height, panel
+    # The image spans a little less than its panel (padding), hence the 0.1 inch.
+    image_height = min(max((panel - 0.1) * shape[0] / shape[1], 1.2), 2.5 * panel)
+    return panel * columns, rows * (image_height + TITLE_ROOM)
 
 
 def show_image(ax, image: np.ndarray, title: str | None, zoom: Sequence[tuple[int, int, int, int]] = (), **kwargs):
@@ -304,14 +290,14 @@ def provenance(command: str, inputs: Sequence[Path]) -> str:
         path = Path(path)
         if path.is_file():
             described[f"input{index}"] = describe_file(path)
-        else:
-            store, _, _ = split_layer_path(path)
-            entry = {"path": str(path.absolute())}
-            with contextlib.suppress(OSError, ValueError):
-                meta = json.loads(((path if (path / "zarr.json").is_file() else store) / "zarr.json").read_text())
-                if meta.get("attributes", {}).get("fingerprint"):
-                    entry["fingerprint"] = meta["attributes"]["fingerprint"]
-            described[f"input{index}"] = entry
+            continue
+        # A store or a layer: its recorded content fingerprint (prediction stores have none).
+        entry = {"path": str(path.absolute())}
+        with contextlib.suppress(OSError, ValueError):
+            fingerprint = json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("fingerprint")
+            if fingerprint:
+                entry["fingerprint"] = fingerprint
+        described[f"input{index}"] = entry
     return json.dumps(record(command, described), separators=(",", ":"))
 
 
@@ -319,6 +305,8 @@ def output_path(kind: str, inputs: Sequence[Path], options: PlotOptions, fmt: st
     """--out, or beside the (first) input: RUN.KIND.png; several inputs: KIND-DIGEST.png."""
     if options.out is not None:
         out = Path(options.out).absolute()
+        if out.is_dir():
+            raise UsageError(f"--out {options.out} is a directory", hint="give a file name, e.g. --out figures/map.png")
     else:
         first = Path(inputs[0]).absolute()
         store, layer_kind, layer_name = split_layer_path(first)
@@ -389,13 +377,8 @@ def save_raster(raster: Raster, out: Path, fmt: str, overwrite: bool, provenance
 
 
 def _write_geotiff(raster: Raster, out: Path, overwrite: bool, provenance_json: str) -> Path:
-    """A georeferenced GeoTIFF: class codes (with the class colours as its colour table), RGB or floats."""
-    geo = raster.geo or {}
-    if not geo.get("transform"):
-        raise StoreError(
-            f"{raster.source} carries no georeferencing, so a GeoTIFF would have no place on Earth",
-            hint="export PNG instead; GeoTIFF needs a scene prepped from a georeferenced GeoTIFF or ENVI file",
-        )
+    """A georeferenced GeoTIFF (`raster.geo` from the scene): class codes with the class colours as
+    colour table, RGB, or floats."""
     try:
         import rasterio
         from rasterio.transform import Affine
@@ -410,13 +393,15 @@ def _write_geotiff(raster: Raster, out: Path, overwrite: bool, provenance_json: 
         bands = bands.astype(np.uint8 if len(raster.palette) <= 256 else np.uint16)
     profile = {
         "driver": "GTiff", "height": values.shape[0], "width": values.shape[1], "count": bands.shape[0],
-        "dtype": bands.dtype.name, "transform": Affine(*geo["transform"][:6]), "crs": geo.get("crs"),
+        "dtype": bands.dtype.name, "transform": Affine(*raster.geo["transform"][:6]), "crs": raster.geo.get("crs"),
         "compress": "deflate",
     }
     if raster.palette is not None:
         profile["nodata"] = 0
     elif raster.cmap is not None:
         profile["nodata"] = float("nan")
+    else:
+        profile["photometric"] = "RGB"
     with atomic_path(out, overwrite) as tmp, rasterio.open(tmp, "w", **profile) as dataset:
         dataset.write(bands)
         dataset.update_tags(SOFTWARE=f"hsicli {__version__}", HSI_PROVENANCE=provenance_json)

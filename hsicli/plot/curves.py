@@ -100,7 +100,8 @@ def loss_weights_figure(inputs: list[Path], options: PlotOptions) -> Figure:
         if not entries:
             raise StoreError(
                 f"{path} records no learned loss weights: its history entries have no 'loss_weights'",
-                hint="loss-weights plots models that learn their loss weights (HSIseg's α, β, γ, δ)",
+                hint="loss-weights plots models that learn their loss weights, e.g. `hsi train --model hsiseg` "
+                "(HSIseg's α, β, γ, δ)",
             )
         keys = list(dict.fromkeys(key for entry in entries for key in entry["loss_weights"]))
         try:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from hsicli.errors import StoreError, UsageError
-from hsicli.plot.common import PlotOptions, figure_legend, legend_height, new_figure, open_prediction, scene_of
+from hsicli.plot.common import PlotOptions, figure_legend, legend_height, new_figure, open_prediction
 
 
 def tsne_points(features: np.ndarray, seed: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def tsne_figure(inputs: list[Path], options: PlotOptions) -> Figure:
         raise StoreError(f"{prediction.path} stores no embeddings",
                          hint="predict again with `hsi predict --embeddings CHECKPOINT`")
     index, features = embedded
-    store = scene_of(prediction)
+    store = prediction.scene()
     labels = store.gt().ravel()[index].astype(np.int64)
     keep = np.flatnonzero(labels > 0)
     if keep.size < 10:

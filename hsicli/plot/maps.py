@@ -21,7 +21,7 @@ from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.errors import StoreError, UsageError
 from hsicli.plot.common import (
     PlotOptions, Raster, add_legend, class_palette, colorize, hex_to_rgb, legend_height, map_panel_size,
-    new_figure, open_prediction, open_scene, scene_of, show_image,
+    new_figure, open_prediction, open_scene, show_image,
 )
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
@@ -56,7 +56,7 @@ class Source:
 
     @cached_property
     def store(self) -> SceneStore:
-        return self.scene_store or scene_of(self.prediction)
+        return self.scene_store or self.prediction.scene()
 
     @property
     def attrs(self) -> dict:
@@ -95,8 +95,16 @@ class Source:
         return np.where(self.gt > 0, entropy, np.nan) if masked else entropy
 
     def geo(self, options: PlotOptions) -> dict | None:
-        # Only GeoTIFF needs the scene's georeferencing; a raw PNG of a map needs no scene store.
-        return self.store.attrs.get("geo") if options.format == "tif" else None
+        """The scene's georeferencing for GeoTIFF; None otherwise (a raw PNG needs no scene store)."""
+        if options.format != "tif":
+            return None
+        geo = self.store.attrs.get("geo") or {}
+        if not geo.get("transform"):
+            raise StoreError(
+                f"the scene store {self.store.path} carries no georeferencing for a GeoTIFF",
+                hint="export PNG instead; GeoTIFF needs a scene prepped from a georeferenced GeoTIFF or ENVI file",
+            )
+        return geo
 
 
 # -- map, gt, rgb, uncertainty ----------------------------------------------------------------------
@@ -117,7 +125,7 @@ def _scene_panels(kind: str, inputs: list[Path], options: PlotOptions) -> Figure
         scale = {"cmap": ENTROPY_CMAP, "vmin": 0.0, "vmax": math.log(max(len(source.names), 2))}
         panels.append((source.entropy(options.masked), "Uncertainty (entropy)", scale))
     with_legend = kind in ("map", "gt") or options.with_gt
-    width, height, _ = map_panel_size(source.shape, len(panels))
+    width, height = map_panel_size(source.shape, len(panels))
     width += 0.7 if kind == "uncertainty" else 0.0  # the colour bar
     if with_legend:
         height += legend_height(source.names, width)
@@ -200,7 +208,7 @@ def split_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     leakage = layer.attrs.get("leakage") or {}
     if leakage.get("share") is not None:
         title += f"\nleakage at {leakage['patch']}×{leakage['patch']}: {100 * leakage['share']:.1f}% of test pixels"
-    width, height, _ = map_panel_size(layer.data.shape, 1)
+    width, height = map_panel_size(layer.data.shape, 1)
     width = max(width, 3.6)
     height += legend_height(labels, width) + 0.15
     fig = new_figure(options, (width, height))
@@ -226,7 +234,7 @@ def split_raster(inputs: list[Path], options: PlotOptions) -> Raster:
 def _grid(options: PlotOptions, shape: tuple[int, int], panels: list[tuple[np.ndarray, str]],
           names: list[str], colors: list[str], columns: int) -> Figure:
     columns = min(columns, len(panels))
-    width, height, _ = map_panel_size(shape, len(panels), columns)
+    width, height = map_panel_size(shape, len(panels), columns)
     height += legend_height(names, width)
     fig = new_figure(options, (width, height))
     rows = math.ceil(len(panels) / columns)
@@ -269,8 +277,9 @@ def grid_figure(inputs: list[Path], options: PlotOptions) -> Figure:
 
     predictions = [open_prediction(Path(p), "grid") for p in inputs]
     first = predictions[0]
+    scene = first.attrs.get("scene_store", {}).get("fingerprint")
     for other in predictions[1:]:
-        if other.attrs.get("scene_store", {}).get("fingerprint") != first.attrs.get("scene_store", {}).get("fingerprint"):
+        if other.attrs.get("scene_store", {}).get("fingerprint") != scene:
             raise UsageError(f"{other.path} predicts another scene than {first.path}",
                              hint="set side by side only predictions of the same scene store")
         if other.attrs.get("class_names") != first.attrs.get("class_names"):

@@ -27,12 +27,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from hsicli.data.splits import TEST
-from hsicli.engine.evaluate import evaluate_prediction
+from hsicli.engine.evaluate import evaluate_prediction, test_pixels
 from hsicli.engine.metrics import classification_metrics, summarize_runs
 from hsicli.errors import HsiError, InputError, StoreError, UsageError
 from hsicli.plot.common import (
-    PlotOptions, artifact_kind, figure_legend, legend_height, new_figure, open_prediction, scene_of,
+    PlotOptions, artifact_kind, figure_legend, legend_height, new_figure, open_prediction,
 )
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
@@ -166,6 +165,8 @@ def _run_of_prediction(path: Path, split: str | None) -> Run:
 def load_runs(inputs: list[Path], kind: str, split: str | None) -> list[Run]:
     runs = []
     for path in map(Path, inputs):
+        if not path.exists():
+            raise InputError(f"{path} does not exist", hint="check the path of the prediction store or metrics file")
         found = artifact_kind(path)
         if found == "prediction":
             runs.append(_run_of_prediction(path, split))
@@ -259,14 +260,8 @@ def pr_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     if probabilities is None:
         raise StoreError(f"{prediction.path} stores no class probabilities",
                          hint="predict again without --no-probabilities")
-    store = scene_of(prediction)
-    split = options.split or prediction.attrs.get("split")
-    if not split:
-        raise StoreError(f"{prediction.path} records no split", hint="choose one with --split NAME")
+    store, _, test = test_pixels(prediction, options.split)
     gt = store.gt().astype(np.int64)
-    test = (store.read_layer("splits", split).data == TEST) & (gt > 0)
-    if not test.any():
-        raise StoreError(f"split {split!r} of {store.path} has no test pixels", hint="choose another --split")
     y_true = gt[test] - 1
     scores = probabilities[test]
     metrics = classification_metrics(y_true, prediction.classes().astype(np.int64)[test] - 1, store.n_classes,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from hsicli.errors import StoreError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.scene import SCHEMA, TILE, _open_group
 
@@ -84,6 +85,21 @@ class PredictionStore:
     def open(cls, path: Path) -> PredictionStore:
         group, attrs = _open_group(Path(path), "prediction")
         return cls(Path(path), group, attrs)
+
+    def scene(self):
+        """The scene store this prediction was made from, unchanged since."""
+        from hsicli.store.scene import SceneStore
+
+        recorded = self.attrs.get("scene_store") or {}
+        if not recorded.get("path"):
+            raise StoreError(f"{self.path} records no scene store", hint="predict again with `hsi predict`")
+        store = SceneStore.open(Path(recorded["path"]))
+        if store.fingerprint != recorded.get("fingerprint"):
+            raise StoreError(
+                f"the scene store {store.path} changed since {self.path.name} was predicted",
+                hint="predict again from the checkpoint",
+            )
+        return store
 
     def classes(self) -> np.ndarray:
         return self._group["classes"][...]

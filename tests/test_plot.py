@@ -1,0 +1,508 @@
+"""`hsi plot` (issue 7): every kind renders headless to PNG and SVG from real artifacts.
+
+Artifacts are built once per module: a tiny synthetic scene with hand-made checkpoints and
+prediction stores (always), and the SalinasA pipeline run in-process (prep → split → SVM and a
+shrunk HybridSN → predict → evaluate; skipped when ../shared/data is absent). Figures are
+checked by file type and pixel size, by the data drawn in them (bar heights, line values,
+matrix cells), and raw maps pixel by pixel against the class colours of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hsicli.cli.plot import plot as plot_command
+from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.engine.evaluate import evaluate
+from hsicli.errors import HsiError, InputError, OutputExistsError, StoreError, UsageError
+from hsicli.plot import KINDS
+from hsicli.plot.common import PlotOptions
+from hsicli.store.checkpoint import save_arrays
+from hsicli.store.prediction import PredictionStore
+from hsicli.store.provenance import describe_file
+from hsicli.store.scene import SceneStore
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SALINAS_A = DATA / "salinasA"
+NAMES = ["water", "forest", "crop", "road"]
+COLORS = ["#1f78b4", "#33a02c", "#e3c31a", "#6a3d9a"]
+GEO = {"transform": [30.0, 0.0, 500000.0, 0.0, -30.0, 4200000.0], "crs": None}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """t-SNE's OpenMP and BLAS pools spin on a shared machine; one thread is faster there."""
+    import sklearn.manifold  # noqa: F401  (load its OpenMP runtime so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+# Until the lead registers `plot` in hsicli/cli/commands.py: a one-command app of our own.
+APP = typer.Typer()
+APP.command()(plot_command)
+
+
+def run_plot(*args, input: str | None = None):
+    return CliRunner().invoke(APP, [str(a) for a in args], input=input)
+
+
+def plot_ok(*args, input: str | None = None) -> Path:
+    result = run_plot(*args, input=input)
+    assert result.exit_code == 0, f"{result.exception!r} {result.stderr}"
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    path = Path(lines[0])
+    assert path.is_absolute() and path.is_file()
+    return path
+
+
+def plot_error(*args, error: type[HsiError] = HsiError) -> HsiError:
+    """The command fails with one typed error: a one-line message and a hint, nothing on stdout."""
+    result = run_plot(*args)
+    assert isinstance(result.exception, error), f"{result.exception!r}"
+    assert result.exit_code != 0 and result.stdout == ""
+    assert "\n" not in result.exception.message and result.exception.hint
+    return result.exception
+
+
+def hex_rgb(colors: list[str]) -> np.ndarray:
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.uint8)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def check_file(path: Path, fmt: str, size: tuple[float, float], dpi: int) -> None:
+    """Type by magic bytes; PNG pixels = inches × dpi, SVG points = inches × 72."""
+    if fmt == "png":
+        width, height = png_size(path)
+        assert abs(width - size[0] * dpi) <= 1 and abs(height - size[1] * dpi) <= 1
+    else:
+        text = path.read_text()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text
+        match = re.search(r'<svg[^>]*width="([\d.]+)pt"[^>]*height="([\d.]+)pt"', text)
+        assert match and abs(float(match[1]) - size[0] * 72) < 0.5 and abs(float(match[2]) - size[1] * 72) < 0.5
+
+
+# -- synthetic artifacts ------------------------------------------------------------------------------
+
+
+def make_scene(path: Path, height: int, width: int, geo: dict | None, seed: int = 0) -> tuple[SceneStore, np.ndarray]:
+    """A scene of four class blocks, about 25 % unlabelled, with split `s0`; returns (store, truth)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((height, width))
+    truth = ((rows * 2 // height) * 2 + cols * 2 // width + 1).astype(np.uint16)
+    gt = np.where(rng.random((height, width)) < 0.25, 0, truth).astype(np.uint16)
+    store = SceneStore.create(
+        path, cube=rng.normal(size=(height, width, 2)).astype(np.float32), gt=gt,
+        rgb=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        attrs={"class_names": NAMES, "class_colors": COLORS, "geo": geo},
+        transform={"offset": np.zeros(2, np.float32)}, transform_attrs={},
+    )
+    split = np.where(gt > 0, rng.choice([TRAIN, VAL, TEST], size=gt.shape, p=[0.2, 0.1, 0.7]), 0)
+    store.add_layer("splits", "s0", split.astype(np.uint8),
+                    {"params": {"ratio": 0.2, "val": 0.1, "seed": 0}, "leakage": {"patch": 5, "share": 0.5}})
+    return SceneStore.open(path), truth
+
+
+def make_prediction(folder: Path, store: SceneStore, truth: np.ndarray, *, model: str, patch: int, seed: int,
+                    params: int, error: float, embeddings: bool = True, weights: bool = False,
+                    evaluated: bool = True) -> Path:
+    """A checkpoint (history, hyper-parameters, `params` weights) and its prediction store."""
+    rng = np.random.default_rng(seed * 100 + patch)
+    epochs = 4
+    history = [{"epoch": e, "loss": 1.5 / e, "train_accuracy": 0.5 + 0.1 * e, "val_accuracy": 0.45 + 0.1 * e}
+               for e in range(1, epochs + 1)]
+    if weights:
+        for entry in history:
+            e = entry["epoch"]
+            entry["loss_weights"] = {"alpha": 1.0 / e, "beta": 0.5, "gamma": 0.1 * e, "delta": 0.2}
+    name = f"{model}-p{patch}-s{seed}"
+    checkpoint = save_arrays(folder / f"{name}.safetensors", {"model.w": np.zeros(params, np.float32)}, {
+        "model": model, "class_names": NAMES, "class_colors": COLORS, "model_args": {},
+        "training": {"history": history, "best_epoch": epochs, "split": "s0", "seed": seed,
+                     "hyper": {"patch": patch}},
+    })
+    classes = np.where(rng.random(truth.shape) < error, rng.integers(1, 5, truth.shape), truth)
+    logits = rng.normal(size=(*truth.shape, 4)).astype(np.float32)
+    logits[np.arange(4)[None, None, :] == (classes - 1)[..., None]] += 4.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    entropy = -(probabilities * np.log(probabilities)).sum(-1)
+    attrs = {"model": model, "class_names": NAMES, "class_colors": COLORS, "checkpoint": describe_file(checkpoint),
+             "scene_store": store.describe(), "split": "s0"}
+    path = folder / f"{name}.pred.zarr"
+    height, width = truth.shape
+    with PredictionStore.build(path, height=height, width=width, n_classes=4, probabilities=True,
+                               attrs=attrs) as writer:
+        writer.write_rows(0, classes.astype(np.uint16), probabilities, entropy.astype(np.float32))
+        if embeddings:
+            index = np.flatnonzero(store.gt().ravel() > 0)
+            features = np.eye(4)[truth.ravel()[index] - 1] * 3 + rng.normal(size=(index.size, 4))
+            writer.write_embeddings(index, np.hstack([features, rng.normal(size=(index.size, 4))]))
+    if evaluated:
+        evaluate([path], split=None, out=None, command="test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("toy")
+    store, truth = make_scene(folder / "toy.zarr", 24, 20, GEO)
+    runs = [("toyA", 5, 0, 100, 0.10), ("toyA", 5, 1, 100, 0.20), ("toyA", 7, 0, 100, 0.05),
+            ("toyA", 7, 1, 100, 0.15), ("toyB", 5, 0, 1000, 0.30)]
+    preds = [make_prediction(folder, store, truth, model=m, patch=p, seed=s, params=n, error=e, weights=(m == "toyB"))
+             for m, p, s, n, e in runs]
+    for round_, share in (("round1", 0.3), ("round2", 0.6)):
+        layer = np.where(np.random.default_rng(len(round_)).random(truth.shape) < share, truth, 0)
+        store.add_layer("labels", round_, layer.astype(np.uint16), {})
+    bare = make_prediction(folder, store, truth, model="toyC", patch=3, seed=0, params=10, error=0.1,
+                           embeddings=False)
+    return {"folder": folder, "store": store.path, "truth": truth, "preds": preds, "bare": bare,
+            "ckpt": [p.with_name(p.name.replace(".pred.zarr", ".safetensors")) for p in preds],
+            "metrics": [p.with_name(p.name.replace(".pred.zarr", ".metrics.json")) for p in preds]}
+
+
+def kind_args(kind: str, a: dict) -> list:
+    """Inputs and options that make `kind` draw from the artifacts `a` (toy or SalinasA)."""
+    pred = a["preds"][-1]
+    return {
+        "map": [pred, "--masked", "--with-gt", "--with-rgb", "--zoom", "2,2,8,8"],
+        "gt": [a["store"]],
+        "rgb": [a["store"]],
+        "uncertainty": [pred, "--masked"],
+        "split": [a["store"]],
+        "pseudo": [a["store"], "--with-gt"],
+        "grid": [*a["preds"][:2], "--masked"],
+        "curves": a["ckpt"][:2],
+        "loss-weights": [a["ckpt"][-1]],
+        "confusion": [a["metrics"][-1]],
+        "pr": [pred],
+        "tsne": [a.get("embedded", pred), "--points", 60],
+        "compare": a["preds"],
+        "sweep": [*a["preds"], "--x", "training.seed"],
+    }[kind]
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_renders_from_synthetic_artifacts(toy, tmp_path, kind, fmt):
+    out = tmp_path / f"{kind}.{fmt}"
+    path = plot_ok(kind, *kind_args(kind, toy), "--out", out, "--size", "4,3", "--dpi", 50)
+    assert path == out
+    check_file(out, fmt, (4, 3), 50)
+
+
+# -- SalinasA, the real pipeline ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def salinas(tmp_path_factory) -> dict:
+    if not (SALINAS_A / "SalinasA_corrected.mat").is_file():
+        pytest.skip(f"real data {SALINAS_A} is not present (see ../shared/data/README.md)")
+    import torch
+
+    from hsicli.data.prepare import PrepRequest, prepare_scene
+    from hsicli.data.splitting import SplitRequest, make_split
+    from hsicli.engine.predict import PredictOptions, predict
+    from hsicli.engine.train import TrainOptions, train
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("salinasA")
+    scene = prepare_scene(PrepRequest(SALINAS_A / "SalinasA_corrected.mat", pca=30), out=folder / "sa.zarr",
+                          command="test").path
+    split = make_split(scene, SplitRequest(ratio=0.05), command="test").path
+    small = {"patch": 9, "conv3d_channels": [4, 8], "conv3d_depths": [7, 5], "conv2d_channels": 16, "hidden": [32, 16]}
+    preds = []
+    for options, embeddings in ((TrainOptions(model="svm"), False),
+                                (TrainOptions(model="hybridsn", model_args=small, patch=9, epochs=2, threads=1), True)):
+        checkpoint = train(split, options, command="test").path
+        pred = predict(checkpoint, PredictOptions(embeddings=embeddings, threads=1), command="test").path
+        evaluate([pred], split=None, out=None, command="test")
+        preds.append(pred)
+    store = SceneStore.open(scene)
+    labels = np.where(PredictionStore.open(preds[0]).entropy() < 0.5, PredictionStore.open(preds[0]).classes(), 0)
+    store.add_layer("labels", "svm-round1", labels.astype(np.uint16), {})  # as `hsi pseudolabel` would
+    return {"store": scene, "preds": preds, "embedded": preds[1],
+            "ckpt": [p.with_name(p.name.replace(".pred.zarr", ".safetensors")) for p in preds],
+            "metrics": [p.with_name(p.name.replace(".pred.zarr", ".metrics.json")) for p in preds]}
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "loss-weights"])
+def test_every_kind_renders_from_the_salinas_a_pipeline(salinas, tmp_path, kind):
+    for fmt in ("png", "svg"):
+        out = tmp_path / f"{kind}.{fmt}"
+        plot_ok(kind, *kind_args(kind, salinas), "--out", out, "--size", "5,4", "--dpi", 40)
+        check_file(out, fmt, (5, 4), 40)
+
+
+def test_raw_salinas_map_is_the_class_colours(salinas, tmp_path):
+    prediction = PredictionStore.open(salinas["preds"][0])
+    store = SceneStore.open(salinas["store"])
+    out = plot_ok("map", prediction.path, "--raw", "--masked", "--out", tmp_path / "raw.png")
+    from PIL import Image
+
+    image = np.asarray(Image.open(out).convert("RGB"))
+    palette = np.vstack([[0, 0, 0], hex_rgb(store.class_colors)])
+    expected = palette[np.where(store.gt() > 0, prediction.classes(), 0)]
+    assert image.shape == (*store.shape[:2], 3)
+    np.testing.assert_array_equal(image, expected)
+
+
+# -- maps, pixel by pixel ------------------------------------------------------------------------------
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_raw_maps_paint_each_pixel_in_its_class_colour(toy, tmp_path):
+    pred = PredictionStore.open(toy["preds"][0])
+    store = SceneStore.open(toy["store"])
+    palette = np.vstack([[0, 0, 0], hex_rgb(COLORS)])  # unlabelled: black
+    classes, gt = pred.classes(), store.gt()
+    cases = {
+        "map": ([pred.path], palette[classes]),
+        "map --masked": ([pred.path, "--masked"], palette[np.where(gt > 0, classes, 0)]),
+        "gt": ([store.path], palette[gt]),
+        "rgb": ([store.path], store.rgb()),
+        "split": ([f"{store.path}/splits/s0"],
+                  hex_rgb(["#d9d9d9", "#d62728", "#ff7f0e", "#1f77b4"])[store.read_layer("splits", "s0").data]),
+    }
+    for index, (case, (args, expected)) in enumerate(cases.items()):
+        out = plot_ok(case.split()[0], *args, "--raw", "--out", tmp_path / f"raw{index}.png")
+        np.testing.assert_array_equal(read_png(out), expected, err_msg=case)
+    # Default name beside the input, marked raw.
+    assert plot_ok("map", pred.path, "--raw", "--overwrite") == pred.path.parent / (
+        pred.path.name.removesuffix(".pred.zarr") + ".map-raw.png")
+
+
+def test_raw_uncertainty_follows_entropy(toy, tmp_path):
+    pred = PredictionStore.open(toy["preds"][0])
+    image = read_png(plot_ok("uncertainty", pred.path, "--raw", "--out", tmp_path / "u.png")).astype(int)
+    entropy = pred.entropy()
+    low, high = np.unravel_index(entropy.argmin(), entropy.shape), np.unravel_index(entropy.argmax(), entropy.shape)
+    # inferno: dark for certain pixels, bright for uncertain ones.
+    assert image[low].sum() < image[high].sum()
+
+
+def test_map_figure_draws_the_class_colours_and_legend(toy):
+    from hsicli.plot.common import style
+    from hsicli.plot.maps import map_figure
+
+    pred = PredictionStore.open(toy["preds"][1])
+    with style():
+        fig = map_figure([pred.path], PlotOptions(with_gt=True, zoom=[(1, 1, 6, 6)]))
+    map_ax = [ax for ax in fig.axes if ax.get_title() == "toyA"][0]
+    palette = np.vstack([[0, 0, 0], hex_rgb(COLORS)])
+    np.testing.assert_array_equal(map_ax.images[0].get_array(), palette[pred.classes()])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == NAMES
+    assert len(map_ax.child_axes) == 1  # the zoom inset
+
+
+def test_map_of_a_salinas_sized_prediction_renders_within_5_seconds(tmp_path):
+    store, truth = make_scene(tmp_path / "big.zarr", 512, 217, None)
+    pred = make_prediction(tmp_path, store, truth, model="big", patch=5, seed=0, params=1, error=0.1,
+                           embeddings=False, evaluated=False)
+    started = time.perf_counter()
+    out = plot_ok("map", pred, "--masked", "--with-gt")
+    assert time.perf_counter() - started <= 5.0
+    assert png_size(out)[0] == 2 * 3.0 * 300  # two panels of 3 inches at the default 300 dpi
+
+
+def test_dpi_scales_the_pixels(toy, tmp_path):
+    small = png_size(plot_ok("gt", toy["store"], "--dpi", 50, "--out", tmp_path / "a.png"))
+    large = png_size(plot_ok("gt", toy["store"], "--dpi", 100, "--out", tmp_path / "b.png"))
+    assert abs(large[0] - 2 * small[0]) <= 2 and abs(large[1] - 2 * small[1]) <= 2
+
+
+# -- data drawn in the figures -------------------------------------------------------------------------
+
+
+def test_confusion_cells_are_row_normalised_counts(toy):
+    from sklearn.metrics import confusion_matrix
+
+    from hsicli.plot.common import style
+    from hsicli.plot.metrics_figs import confusion_figure
+
+    pred = PredictionStore.open(toy["preds"][4])
+    store = SceneStore.open(toy["store"])
+    test = (store.read_layer("splits", "s0").data == TEST) & (store.gt() > 0)
+    expected = confusion_matrix(store.gt()[test], pred.classes()[test], labels=[1, 2, 3, 4], normalize="true")
+    with style():
+        fig = confusion_figure([pred.path], PlotOptions())
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), expected)
+    assert [t.get_text() for t in ax.get_yticklabels()] == NAMES
+
+
+def test_pr_curve_area_is_the_average_precision():
+    from sklearn.metrics import average_precision_score
+
+    from hsicli.plot.metrics_figs import pr_curve
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(500), 2)  # many ties
+    positive = rng.random(500) < scores
+    recall, precision = pr_curve(scores, positive)
+    assert recall[-1] == 1.0 and np.all(np.diff(recall) >= 0)
+    area = float(np.diff(recall, prepend=0.0) @ precision)
+    assert area == pytest.approx(average_precision_score(positive, scores))
+
+
+def test_compare_bars_are_mean_oa_aa_kappa_per_model(toy):
+    from hsicli.plot.common import style
+    from hsicli.plot.metrics_figs import compare_figure
+
+    with style():
+        fig = compare_figure(toy["metrics"], PlotOptions())
+    bars, size_ax = fig.axes[0], fig.axes[1]
+    heights = [patch.get_height() for patch in bars.patches]
+    records = [json.loads(p.read_text()) for p in toy["metrics"]]
+    expected = []
+    for model in ("toyA", "toyB"):
+        runs = [r for r in records if r["model"] == model]
+        expected += [100 * np.mean([r[k] for r in runs]) for k in ("oa", "aa", "kappa")]
+    np.testing.assert_allclose(heights, expected)
+    # Accuracy against parameters: toyA has 100 weights, toyB 1000.
+    points = [tuple(container.lines[0].get_xydata()[0]) for container in size_ax.containers]
+    assert points == [(100, pytest.approx(expected[0])), (1000, pytest.approx(expected[3]))]
+
+
+def test_sweep_lines_are_means_over_seeds_per_patch(toy):
+    from hsicli.plot.common import style
+    from hsicli.plot.metrics_figs import sweep_figure
+
+    with style():
+        fig = sweep_figure(toy["preds"], PlotOptions(x="training.hyper.patch", metric="aa"))
+    line = fig.axes[0].lines[0]  # toyA: patches 5 and 7, two seeds each
+    records = [json.loads(p.read_text()) for p in toy["metrics"][:4]]
+    assert list(line.get_xdata()) == [5, 7]
+    np.testing.assert_allclose(line.get_ydata(), [100 * np.mean([r["aa"] for r in records[:2]]),
+                                                  100 * np.mean([r["aa"] for r in records[2:]])])
+
+
+def test_sweep_keys_resolve_in_checkpoint_split_and_metrics(toy):
+    from hsicli.plot.metrics_figs import load_runs
+
+    run = load_runs([toy["metrics"][2]], "sweep", None)[0]
+    assert run.lookup("training.hyper.patch") == 7
+    assert run.lookup("params.ratio") == 0.2 and run.lookup("split.params.ratio") == 0.2
+    assert run.lookup("model") == "toyA" and run.lookup("checkpoint.training.seed") == 0
+    with pytest.raises(StoreError) as missing:
+        run.lookup("training.hyper.nope")
+    assert "training.hyper.patch" in missing.value.hint
+
+
+def test_curves_lines_follow_the_history(toy):
+    from hsicli.plot.common import style
+    from hsicli.plot.curves import curves_figure, loss_weights_figure
+
+    with style():
+        fig = curves_figure(toy["ckpt"][:1], PlotOptions())
+        weights = loss_weights_figure(toy["ckpt"][-1:], PlotOptions())
+    loss_ax, acc_ax = fig.axes[:2]
+    np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), [1.5 / e for e in range(1, 5)])
+    np.testing.assert_allclose(acc_ax.lines[1].get_ydata(), [100 * (0.45 + 0.1 * e) for e in range(1, 5)])
+    alpha = weights.axes[0].lines[0]
+    np.testing.assert_allclose(alpha.get_ydata(), [1.0 / e for e in range(1, 5)])
+    assert [t.get_text() for t in weights.legends[0].get_texts()] == ["α", "β", "γ", "δ"]
+
+
+def test_tsne_draws_a_sample_of_labelled_pixels_in_class_colours(toy):
+    from matplotlib.colors import to_hex
+
+    from hsicli.plot.common import style
+    from hsicli.plot.embedding import tsne_figure
+
+    with style():
+        fig = tsne_figure(toy["preds"][:1], PlotOptions(points=80))
+    scatter = fig.axes[0].collections[0]
+    assert len(scatter.get_offsets()) == 80
+    assert {to_hex(c) for c in scatter.get_facecolors()} <= set(COLORS)
+
+
+# -- the command's contract -----------------------------------------------------------------------------
+
+
+def test_default_name_no_silent_overwrite_and_stdin(toy, tmp_path):
+    pred = toy["preds"][0]
+    out = plot_ok("uncertainty", input=f"{pred}\n")
+    assert out == pred.parent / (pred.name.removesuffix(".pred.zarr") + ".uncertainty.png")
+    before = out.stat().st_mtime_ns
+    plot_error("uncertainty", pred, error=OutputExistsError)
+    assert out.stat().st_mtime_ns == before
+    assert plot_ok("uncertainty", pred, "--overwrite") == out
+    several = plot_ok("grid", *toy["preds"][:2], "--format", "pdf", "--overwrite")
+    assert several.parent == pred.parent and several.name.startswith("grid-") and several.suffix == ".pdf"
+    assert several.read_bytes()[:5] == b"%PDF-"
+    result = run_plot("gt", toy["store"], "--out", tmp_path / "g.png", "--json")
+    assert json.loads(result.stdout) == {"path": str(tmp_path / "g.png"), "kind": "gt"}
+
+
+def test_png_records_provenance(toy, tmp_path):
+    from PIL import Image
+
+    out = plot_ok("gt", toy["store"], "--out", tmp_path / "g.png", "--dpi", 30)
+    text = Image.open(out).text
+    assert text["Software"].startswith("hsicli")
+    assert json.loads(text["Description"])["inputs"]["input1"]["path"] == str(Path(toy["store"]).absolute())
+
+
+def test_missing_inputs_are_one_line_errors_with_hints(toy, tmp_path):
+    error = plot_error("tsne", toy["bare"], error=StoreError)
+    assert str(toy["bare"].name) in error.message and "hsi predict --embeddings" in error.hint
+    error = plot_error("loss-weights", toy["ckpt"][0], error=StoreError)
+    assert "loss_weights" in error.message
+    for not_checkpoint in (toy["preds"][0], toy["metrics"][0], toy["store"]):
+        error = plot_error("curves", not_checkpoint, error=InputError)
+        assert "not a checkpoint" in error.message and ".safetensors" in error.hint
+    error = plot_error("map", toy["store"], error=StoreError)
+    assert "scene store" in error.message and "hsi plot gt" in error.hint
+    plot_error("pseudo", f"{toy['store']}/splits/s0", error=UsageError)
+    plot_error("sweep", *toy["preds"], error=UsageError)  # no --x
+    assert "training.hyper.patch" in plot_error("sweep", *toy["preds"], "--x", "nope", error=StoreError).hint
+    plot_error("curves", toy["ckpt"][0], "--raw", error=UsageError)
+    plot_error("map", toy["preds"][0], "--zoom", "0,0,99,99", error=UsageError)
+    plot_error("gt", toy["store"], "--out", tmp_path / "x.svg", "--format", "png", error=UsageError)
+    plot_error("compare", toy["ckpt"][0], error=InputError)
+    plot_error("gt", toy["store"], "--out", tmp_path, "--overwrite", error=UsageError)
+    assert tmp_path.is_dir()
+    assert not [p for p in Path(toy["folder"]).iterdir() if ".tmp-" in p.name]
+
+
+def test_geotiff_export(toy):
+    store = SceneStore.open(toy["store"])
+    try:
+        import rasterio
+    except ImportError:
+        error = plot_error("gt", store.path, "--format", "tif", error=InputError)
+        assert "rasterio" in error.message and "hsicli[geotiff]" in error.hint
+        return
+    out = plot_ok("gt", store.path, "--format", "tif", "--overwrite")
+    with rasterio.open(out) as dataset:
+        np.testing.assert_array_equal(dataset.read(1), store.gt())
+        assert tuple(dataset.transform)[:6] == tuple(GEO["transform"])
+        assert dataset.colormap(1)[1][:3] == tuple(hex_rgb(COLORS)[0])
+
+
+def test_geotiff_needs_georeferencing(tmp_path):
+    store, _ = make_scene(tmp_path / "plain.zarr", 6, 6, None)
+    error = plot_error("gt", store.path, "--format", "tif", error=StoreError)
+    assert "georeferencing" in error.message and str(store.path) in error.message
