@@ -83,7 +83,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hsicli.errors import UsageError
+from hsicli.errors import HsiError, UsageError
 from hsicli.models.registry import TrainDefaults, register_model
 
 _CPCA_KERNELS = (1, 3, 5, 7)
@@ -235,6 +235,11 @@ class LiteC2ANet(nn.Module):
         self.head = nn.Linear(width, classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != x.shape[-2] or x.shape[-1] < 3:
+            raise HsiError(
+                f"litec2anet needs square patches of at least 3x3, got {x.shape[-2]}x{x.shape[-1]}",
+                hint="train with --patch 9, the paper's size (eq. 9 trims one pixel on each side)",
+            )
         # Patches arrive channels-last (hsicli.data.patches), so this is free; from here on
         # the map is handled as (B, H, W, D).
         f_spe = self.spectral(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
