@@ -13,6 +13,7 @@ _MODULES = {
     "split": "split",
     "train": "train",
     "predict": "predict",
+    "pseudolabel": "pseudolabel",
     "evaluate": "evaluate",
     "plot": "plot",
     "info": "info",

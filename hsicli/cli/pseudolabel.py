@@ -12,11 +12,13 @@ from hsicli.cli.options import DeviceOpt, ThreadsOpt
 
 def pseudolabel(
     prediction: InputArg = None,
-    tau: Annotated[float, typer.Option("--tau", help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")] = 0.7,
+    tau: Annotated[
+        float, typer.Option("--tau", help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")
+    ] = 0.7,
     zeta: Annotated[float, typer.Option("--zeta", help="ζ added to τ2 each round (eq. 53).")] = 0.005,
     round_number: Annotated[int, typer.Option("--round", help="Round K: τ2 + ζ·(K − 1).")] = 1,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Layer name (default: pseudoK-<checkpoint hash>).")
+        Optional[str], typer.Option("--name", help="Layer name (default: pseudoK-<checkpoint hash>; NAME-K with --iterations).")
     ] = None,
     include_eval: Annotated[
         bool,
@@ -26,10 +28,12 @@ def pseudolabel(
     ] = False,
     iterations: Annotated[
         Optional[int],
-        typer.Option("--iterations", help="Run N rounds of pseudolabel → train → predict; prints the last prediction."),
+        typer.Option("--iterations",
+                     help="Run N rounds of pseudolabel → train → predict; prints the last prediction."),
     ] = None,
     epochs: Annotated[
-        Optional[int], typer.Option("--epochs", help="Fine-tuning epochs per round with --iterations (default: the model's).")
+        Optional[int],
+        typer.Option("--epochs", help="Fine-tuning epochs per round with --iterations (default: the model's)."),
     ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -38,13 +42,15 @@ def pseudolabel(
 ) -> None:
     """Label the confident pixels of a prediction as a new label layer of its scene store.
 
-    Pixels whose maximum class probability reaches T = max(τ2, μ + σ) of the whole scene get their
-    predicted class; training pixels keep their labels; each round is rebuilt from its own
-    prediction. Prints STORE/labels/NAME, which `hsi train --labels NAME --init CKPT` reads.
+    Pixels whose maximum class probability reaches T = max(τ2, μ + σ) get their predicted class.
 
-    Examples: hsi predict model.safetensors | hsi pseudolabel --tau 0.7 --round 1
+    Training pixels keep their labels; each round is rebuilt from its own prediction.
 
-    hsi pseudolabel pred.zarr --iterations 4 | hsi evaluate
+    Prints STORE/labels/NAME, which `hsi train --labels NAME --init CKPT` reads. Examples:
+
+    hsi predict model.safetensors | hsi pseudolabel --tau 0.7 --round 1
+
+    hsi pseudolabel pred.zarr --iterations 4 | hsi evaluate   (prints the last prediction)
     """
     from hsicli.engine.segmentation import (
         ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer,
@@ -56,8 +62,10 @@ def pseudolabel(
 
     def report(record: dict, layer: str) -> None:
         if record["added"] == 0:
-            log.warn(f"no pixel reached T = {record['threshold']:.4f} (largest probability "
-                     f"{record['confidence_max']:.4f}): 0 added, layer {layer} holds the training labels only")
+            best = record["eligible_confidence_max"]
+            log.warn(f"no pixel that may be labelled reached T = {record['threshold']:.4f} (their largest "
+                     f"probability: {'none' if best is None else f'{best:.4f}'}): 0 added, "
+                     f"layer {layer} holds the training labels only")
         else:
             log.info(f"labels/{layer}: {record['added']} pixels added at T = {record['threshold']:.4f} "
                      f"(τ2 {record['tau']:.3f}, μ + σ {record['confidence_mean'] + record['confidence_std']:.4f})")
@@ -76,6 +84,7 @@ def pseudolabel(
     )
     emit(rounds[-1].prediction, json_out, rounds=[
         {"round": r.round, "labels": str(r.labels.path), "added": r.labels.record["added"],
-         "threshold": r.labels.record["threshold"], "checkpoint": str(r.checkpoint), "prediction": str(r.prediction)}
+         "threshold": r.labels.record["threshold"], "trained": r.trained, "checkpoint": str(r.checkpoint),
+         "prediction": str(r.prediction)}
         for r in rounds
     ])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
+from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, StoreError
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import load_arrays, require_checkpoint
@@ -178,12 +179,22 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
                                probabilities=options.probabilities, attrs=attrs,
                                overwrite=options.overwrite) as writer:
+        aux_bands = getattr(getattr(classifier, "model", None), "aux_bands", 0)
         for top in range(0, height, ROW_BLOCK):
             bottom = min(top + ROW_BLOCK, height)
-            sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
-            rows, cols = np.divmod(np.arange((bottom - top) * width), width)
             embed = gt[top:bottom].ravel() > 0
-            index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
+            if classifier.spec.kind == "segmenter":
+                # Overlapping windows blended smoothly; each block reads the halo its windows need.
+                probabilities = predict_windows(
+                    classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,
+                    top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
+                    batch_size=classifier.batch_size, device=classifier.device, amp=options.amp,
+                ).reshape(-1, classifier.n_classes)
+                index, features = probabilities.argmax(1), None
+            else:
+                sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
+                rows, cols = np.divmod(np.arange((bottom - top) * width), width)
+                index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
             shape = (bottom - top, width)
             writer.write_rows(top, (index + 1).reshape(shape).astype(np.uint16),
                               probabilities.reshape(*shape, -1), _entropy(probabilities).reshape(shape))

@@ -98,7 +98,7 @@ def reflect(index: np.ndarray, length: int) -> np.ndarray:
 
 def predict_windows(
     model,
-    read_rows: Callable[[int, int], np.ndarray],
+    read_rows: Callable[[slice], np.ndarray],
     *,
     height: int,
     width: int,
@@ -112,8 +112,9 @@ def predict_windows(
 ) -> np.ndarray:
     """Class probabilities (bottom − top, width, C) of scene rows [top, bottom) from a segmenter.
 
-    `read_rows(lo, hi)` returns scene rows lo..hi−1 as (hi − lo, width, bands) float32 — the
-    cube or `scene_inputs` — and is called once, for the rows the block's windows need (its halo).
+    `read_rows(rows)` returns a slice of scene rows as (h, width, bands) float32 — `store.cube`,
+    or `scene_inputs` for a model with auxiliary bands — and is called once, for the rows the
+    block's windows need (the block and its halo).
     Windows are S×S, centred on a grid of step `stride` anchored at the scene origin, reflect-padded
     at the border exactly like training windows; each window's softmax is weighted by
     `hann_weights` and the weighted sum is divided by the summed weights. Only windows that overlap
@@ -137,7 +138,7 @@ def predict_windows(
     row_source = reflect(row_centres[:, None] + offsets, height)  # (n_r, S) scene rows per window
     col_source = reflect(col_centres[:, None] + offsets, width)  # (n_c, S)
     low, high = int(row_source.min()), int(row_source.max())
-    block = np.ascontiguousarray(read_rows(low, high + 1), dtype=np.float32)
+    block = np.ascontiguousarray(read_rows(slice(low, high + 1)), dtype=np.float32)
     row_local = row_source - low
 
     n_r, n_c = len(row_centres), len(col_centres)
@@ -210,6 +211,8 @@ def pseudo_layer(
         "confidence_mean": float(confidence.mean()),
         "confidence_std": float(confidence.std()),
         "confidence_max": float(confidence.max()),
+        # The threshold comes from the whole scene (eq. 49); only eligible pixels can be added.
+        "eligible_confidence_max": float(confidence[eligible].max()) if eligible.any() else None,
         "added": int(selected.sum()),
         "added_per_class": [int(n) for n in added],
         "training_pixels": int(train.sum()),
@@ -320,6 +323,7 @@ class RoundResult:
     labels: PseudolabelResult
     checkpoint: Path
     prediction: Path
+    trained: bool = True  # False: the round labelled no pixel and kept the previous model
 
 
 def progressive(
@@ -335,6 +339,8 @@ def progressive(
     Round K labels the scene from the previous round's prediction with τ + ζ·(K − 1), fine-tunes
     the previous checkpoint on those labels (the model, its arguments, split, seed and training
     settings are the first checkpoint's; `epochs` per round may differ) and predicts the scene.
+    A round whose mask is empty (a very confident map: μ + σ above every probability) keeps the
+    previous checkpoint and prediction instead of fine-tuning on the training labels alone.
     Every round's layer, checkpoint and prediction stay on disk under their default names, and a
     re-run reuses the rounds already done (same layer, same training request, same checkpoint).
     """
@@ -353,11 +359,18 @@ def progressive(
     current = Path(prediction)
     for step in range(options.iterations):
         round_number = options.pseudo.round + step
-        pseudo_options = replace(options.pseudo, round=round_number,
-                                 name=options.pseudo.name if options.iterations == 1 else None)
-        labels = pseudolabel(current, pseudo_options, command=command)
+        name = options.pseudo.name
+        if name and options.iterations > 1:
+            name = f"{name}-{round_number}"
+        labels = pseudolabel(current, replace(options.pseudo, round=round_number, name=name), command=command)
         on_labels(labels)
         checkpoint = Path((PredictionStore.open(current).attrs.get("checkpoint") or {}).get("path", ""))
+        if labels.record["added"] == 0:
+            # Eq. 52 with an empty mask leaves the training labels alone: fine-tuning on them adds no
+            # information, only optimiser noise, so the round keeps the current model.
+            on_message(f"round {round_number} labelled no pixel: keeping {checkpoint.name}")
+            results.append(RoundResult(round_number, labels, checkpoint, current, trained=False))
+            continue
         _, meta = read_header(checkpoint)
         training = meta["training"]
         hyper = training.get("hyper", {})

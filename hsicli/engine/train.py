@@ -100,9 +100,13 @@ def load_training_data(store: SceneStore, split_name: str, labels_layer: str | N
     train_mask = (split == TRAIN) & (gt > 0)
     targets = np.where(train_mask, gt - 1, IGNORE)
     if labels_layer:
-        # A pseudo-label layer adds labels; validation and test pixels never train.
-        pseudo = store.read_layer("labels", labels_layer).data.astype(np.int64)
-        extra = (pseudo > 0) & ~train_mask & (split != VAL) & (split != TEST)
+        # A pseudo-label layer adds predicted labels; validation and test locations train only when
+        # the layer was built to include them (HSIseg labels the whole scene), never with true labels.
+        layer = store.read_layer("labels", labels_layer)
+        pseudo = layer.data.astype(np.int64)
+        extra = (pseudo > 0) & ~train_mask
+        if not layer.attrs.get("includes_eval_locations"):
+            extra &= (split != VAL) & (split != TEST)
         targets = np.where(extra, pseudo - 1, targets)
     rows, cols = np.nonzero(targets != IGNORE)
     if rows.size == 0:
@@ -441,6 +445,13 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     if options.init:
         arrays, _ = load_arrays(options.init)
         load_weights(model, arrays, "model.", options.init)
+    aux_bands = getattr(model, "aux_bands", 0)
+    if aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
+        from hsicli.engine.segmentation import scene_inputs
+
+        data.cube = scene_inputs(store, aux_bands)
+    if spec.kind == "segmenter" and hyper.augment:
+        raise HsiError("--augment turns input windows but not their targets", hint="drop --augment for segmenters")
     optimizer = build_optimizer(model.parameters(), hyper)
     weights = _class_weights(options, data.train_y, store.n_classes)
     criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), ignore_index=IGNORE)
@@ -505,6 +516,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
             "val_accuracy": val_acc,
             "seconds": round(time.perf_counter() - tick, 3),
             "lr": learning_rate(hyper, epoch),
+            **(model.history_extras() if hasattr(model, "history_extras") else {}),
         }
         history.append(entry)
         # Best epoch by validation accuracy; without validation pixels, the last epoch.

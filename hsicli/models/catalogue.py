@@ -19,7 +19,8 @@ def describe_models(names: list[str] | None, *, bands: int, classes: int, patch:
         if spec.kind != "spectral":
             model = create_model(name, bands, classes, **(model_args or {})).eval()
             parameters = count_parameters(model)
-            macs = count_macs(model, (bands, size, size))
+            channels = getattr(model, "input_channels", bands)  # HSIseg: bands + auxiliary bands
+            macs = count_macs(model, (channels, size, size))
         rows.append({"name": name, "kind": spec.kind, "paper": spec.paper, "patch": size, "parameters": parameters,
                      "macs": macs, "defaults": spec.defaults.to_dict(), "description": spec.description})
     return rows
