@@ -28,6 +28,17 @@ def predict(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     amp: AmpOpt = False,
+    init: Annotated[
+        bool, typer.Option("--init", help="Sharded prediction, step 1: create the empty prediction store.")
+    ] = False,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="Step 2: predict shard I/N (0 <= I < N) of the rows into the store; "
+                                     "'slurm' takes I and N from the SLURM job array."),
+    ] = None,
+    finalize: Annotated[
+        bool, typer.Option("--finalize", help="Step 3: check that every shard finished; complete the store.")
+    ] = False,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -36,6 +47,10 @@ def predict(
     """Predict a whole scene from a checkpoint; needs no flags beyond the checkpoint.
 
     Example: hsi predict salinasA-pca30-svm-ratio0.05-val0.08-seed0-s0.safetensors
+
+    A large scene in N tasks (e.g. a SLURM job array, see examples/slurm/): `hsi predict CKPT --init`,
+    then `hsi predict CKPT --shard I/N` for I = 0 … N-1 (in any order, in parallel; re-running one
+    repairs its rows), then `hsi predict CKPT --finalize`. All three take the same options.
     """
     from hsicli.engine.predict import PredictOptions, predict as run_prediction
 
@@ -43,7 +58,7 @@ def predict(
     path = read_input_path(checkpoint, "checkpoint")
     options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
                              probabilities=probabilities, device=device, threads=threads, amp=amp,
-                             overwrite=overwrite)
+                             overwrite=overwrite, init=init, shard=shard, finalize=finalize)
     with log.progress("rows predicted") as update:
         result = run_prediction(path, options, command=command_line(), on_message=log.info, on_progress=update)
     emit(result.path, json_out, **result.summary)

@@ -37,7 +37,7 @@ def train(
         str, typer.Option("--class-weights", help="'none' or 'balanced' (inverse class frequency).")
     ] = "none",
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint's weights.")] = None,
-    log_file: Annotated[Optional[Path], typer.Option("--log", help="Append per-epoch JSON lines here.")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -50,6 +50,11 @@ def train(
     """Train a model and write a checkpoint (.safetensors).
 
     Example: hsi prep ip.mat --pca 30 | hsi split --ratio 0.72 | hsi train --model claresnet
+
+    Data-parallel when launched by torchrun or srun (`torchrun --nproc_per_node 4 -m hsicli train …`):
+    --batch-size stays the global batch; rank 0 writes the checkpoint. On SIGTERM or SIGUSR1 the run
+    stops at the next batch and exits with code 75; the same command with --resume continues after
+    the last finished epoch.
     """
     import json
 
@@ -81,4 +86,5 @@ def train(
     finally:
         if log_handle:
             log_handle.close()
-    emit(result.path, json_out, **result.summary)
+    if result.main:  # the other ranks of a data-parallel run print nothing
+        emit(result.path, json_out, **result.summary)

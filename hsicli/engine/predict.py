@@ -3,12 +3,18 @@
 Memory is bounded by one tile of rows (plus the patch margin), never by the scene: rows are read
 from the store's chunks, reflect-padded exactly as the training sampler pads the whole cube, and
 the results written before the next tile is read.
+
+Sharded (hsicli.engine.shards): `--init` creates the complete, empty store marked incomplete;
+`--shard I/N` predicts the row blocks of shard I into it, exactly as the unsharded loop would
+(each block reads its own margin rows, or its windows' halo, so the result does not depend on the
+sharding); `--finalize` checks that every shard finished and writes the final attributes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
+from hsicli.engine import shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
-from hsicli.errors import HsiError, StoreError
+from hsicli.errors import HsiError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import load_arrays, require_checkpoint
-from hsicli.store.atomic import up_to_date
+from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
-from hsicli.store.provenance import describe_file, record
+from hsicli.store.provenance import describe_file, now, record
 from hsicli.store.scene import SceneStore
 
 
@@ -39,6 +46,9 @@ class PredictOptions:
     threads: int | None = None
     amp: bool = False
     overwrite: bool = False
+    init: bool = False  # create the empty store for sharded prediction
+    shard: str | None = None  # "I/N" or "slurm": predict that shard's rows into the initialised store
+    finalize: bool = False  # check that every shard finished; write the final attributes
 
 
 @dataclass
@@ -152,6 +162,14 @@ def open_scene_for(classifier: Classifier, requested: Path | None) -> tuple[Scen
 def predict(checkpoint: Path, options: PredictOptions, *, command: str,
             on_progress: Callable[[int, int], None] = lambda done, total: None,
             on_message: Callable[[str], None] = lambda message: None) -> PredictResult:
+    steps = [flag for flag, given in (("--init", options.init), ("--shard", options.shard),
+                                      ("--finalize", options.finalize)) if given]
+    if len(steps) > 1:
+        raise UsageError(f"{' and '.join(steps)} are separate steps of a sharded prediction",
+                         hint="run `--init` once, then `--shard I/N` for every shard, then `--finalize`")
+    if steps and options.embeddings:
+        raise UsageError("--embeddings is not available for sharded prediction",
+                         hint="predict the scene in one run to export embeddings")
     classifier = Classifier(checkpoint, options)
     store, own = open_scene_for(classifier, options.store)
     height, width, _ = store.shape
@@ -160,10 +178,6 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     checkpoint_record = describe_file(Path(checkpoint))
     key = hashlib.sha256(json.dumps([checkpoint_record["sha256"], store.fingerprint, options.probabilities,
                                      options.embeddings, options.amp]).encode()).hexdigest()
-    if up_to_date(out, key, lambda p: PredictionStore.open(p).attrs.get("request_key"), options.overwrite):
-        on_message(f"{out} is up to date (same checkpoint, scene and options)")
-        return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
-    gt = store.gt()
     attrs = {
         "request_key": key,
         "model": classifier.spec.name,
@@ -174,34 +188,16 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         "split": classifier.meta["training"].get("split"),
         "labels": classifier.meta["training"].get("labels"),
     }
+    if steps:
+        return _sharded_step(out, attrs, classifier, store, options, command, on_progress, on_message)
+    if up_to_date(out, key, lambda p: PredictionStore.open(p).attrs.get("request_key"), options.overwrite):
+        on_message(f"{out} is up to date (same checkpoint, scene and options)")
+        return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
     started = time.perf_counter()
-    embedded_index, embedded = [], []
     with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
                                probabilities=options.probabilities, attrs=attrs,
                                overwrite=options.overwrite) as writer:
-        aux_bands = getattr(getattr(classifier, "model", None), "aux_bands", 0)
-        for top in range(0, height, ROW_BLOCK):
-            bottom = min(top + ROW_BLOCK, height)
-            embed = gt[top:bottom].ravel() > 0
-            if classifier.spec.kind == "segmenter":
-                # Overlapping windows blended smoothly; each block reads the halo its windows need.
-                probabilities = predict_windows(
-                    classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,
-                    top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
-                    batch_size=classifier.batch_size, device=classifier.device, amp=options.amp,
-                ).reshape(-1, classifier.n_classes)
-                index, features = probabilities.argmax(1), None
-            else:
-                sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
-                rows, cols = np.divmod(np.arange((bottom - top) * width), width)
-                index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
-            shape = (bottom - top, width)
-            writer.write_rows(top, (index + 1).reshape(shape).astype(np.uint16),
-                              probabilities.reshape(*shape, -1), _entropy(probabilities).reshape(shape))
-            if features is not None:
-                embedded_index.append(top * width + np.flatnonzero(embed))
-                embedded.append(features)
-            on_progress(bottom, height)
+        embedded_index, embedded = _predict_rows(classifier, store, writer, 0, height, options.amp, on_progress)
         seconds = round(time.perf_counter() - started, 3)
         if options.embeddings:
             writer.write_embeddings(np.concatenate(embedded_index), np.concatenate(embedded))
@@ -210,3 +206,95 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
                                                             "store": store.describe()})})
     on_message(f"predicted {height * width} pixels in {seconds:.2f} s")
     return PredictResult(out, {"inference_seconds": seconds})
+
+
+def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int, stop: int, amp: bool,
+                  on_progress: Callable[[int, int], None]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Predict scene rows [start, stop) block by block into `writer`; the embeddings of labelled
+    pixels (flat pixel indices and features) when the classifier exports them."""
+    height, width, _ = store.shape
+    gt = store.gt()
+    aux_bands = getattr(getattr(classifier, "model", None), "aux_bands", 0)
+    embedded_index, embedded = [], []
+    for top in range(start, stop, ROW_BLOCK):
+        bottom = min(top + ROW_BLOCK, stop)
+        embed = gt[top:bottom].ravel() > 0
+        if classifier.spec.kind == "segmenter":
+            # Overlapping windows blended smoothly; each block reads the halo its windows need.
+            probabilities = predict_windows(
+                classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,
+                top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
+                batch_size=classifier.batch_size, device=classifier.device, amp=amp,
+            ).reshape(-1, classifier.n_classes)
+            index, features = probabilities.argmax(1), None
+        else:
+            sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
+            rows, cols = np.divmod(np.arange((bottom - top) * width), width)
+            index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
+        shape = (bottom - top, width)
+        writer.write_rows(top, (index + 1).reshape(shape).astype(np.uint16),
+                          probabilities.reshape(*shape, -1), _entropy(probabilities).reshape(shape))
+        if features is not None:
+            embedded_index.append(top * width + np.flatnonzero(embed))
+            embedded.append(features)
+        on_progress(bottom - start, stop - start)
+    return embedded_index, embedded
+
+
+# -- sharded prediction ---------------------------------------------------------------------------
+
+
+def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, store: SceneStore,
+                  options: PredictOptions, command: str, on_progress, on_message) -> PredictResult:
+    """`--init`, `--shard I/N` or `--finalize`: the steps of one prediction store filled by N tasks."""
+    height, width, _ = store.shape
+    key = attrs["request_key"]
+    if options.init:
+        if up_to_date(out, key, lambda p: PredictionStore.open(p, allow_incomplete=True).attrs.get("request_key"),
+                      options.overwrite):
+            on_message(f"{out} is already initialised for this checkpoint, scene and options")
+            return PredictResult(out, {"complete": PredictionStore.open(out, allow_incomplete=True).complete})
+        with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
+                                   probabilities=options.probabilities, attrs={**attrs, "complete": False},
+                                   overwrite=options.overwrite):
+            pass
+        on_message(f"initialised {out} ({height} x {width} pixels) for sharded prediction")
+        return PredictResult(out, {"complete": False})
+    if not out.exists():
+        raise StoreError(f"prediction store {out} does not exist",
+                         hint="create it first with `hsi predict CHECKPOINT --init` (same options)")
+    prediction = PredictionStore.open(out, allow_incomplete=True)
+    if prediction.attrs.get("request_key") != key:
+        raise StoreError(f"{out} was initialised for another checkpoint, scene or options",
+                         hint="give the checkpoint and options of `--init`, or start over with `--init --overwrite`")
+    if prediction.complete:  # a requeued task or a second finalize: nothing left to do
+        on_message(f"{out} is already complete")
+        return PredictResult(out, {"complete": True})
+    if options.shard:
+        shard = shards.parse_shard(options.shard)
+        start, stop = shard.rows(height, ROW_BLOCK)
+        with write_lock(out):
+            shards.begin(out, shard)
+        started = time.perf_counter()
+        _predict_rows(classifier, store, prediction.writer(), start, stop, options.amp, on_progress)
+        seconds = round(time.perf_counter() - started, 3)
+        with write_lock(out):
+            shards.finish(out, shard, (start, stop), {"inference_seconds": seconds, "host": socket.gethostname(),
+                                                      "slurm_job": shards.slurm_job(), "time": now(),
+                                                      "command": command})
+        on_message(f"shard {shard}: predicted rows {start}-{stop - 1} ({(stop - start) * width} pixels) in "
+                   f"{seconds:.2f} s" if stop > start else f"shard {shard}: no rows (more shards than row blocks)")
+        return PredictResult(out, {"shard": str(shard), "rows": [start, stop], "inference_seconds": seconds})
+    with write_lock(out):
+        markers = shards.check_complete(out, height, ROW_BLOCK)
+        seconds = round(sum(m["inference_seconds"] for m in markers), 3)
+        prediction.writer().update_attrs({
+            "complete": True,
+            "inference_seconds": seconds,
+            "pixels": height * width,
+            "shards": [{k: m[k] for k in ("index", "count", "rows", "inference_seconds", "host", "slurm_job")}
+                       for m in markers],
+            "provenance": record(command, {"checkpoint": attrs["checkpoint"], "store": store.describe()}),
+        })
+    on_message(f"{out} complete: {len(markers)} shards, {seconds:.2f} s of inference in all")
+    return PredictResult(out, {"inference_seconds": seconds, "shards": len(markers)})

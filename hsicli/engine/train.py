@@ -4,6 +4,10 @@ Reproducibility: every random stream of epoch e (shuffling, augmentation, dropou
 (seed, e), so a run resumed at an epoch boundary from its state file repeats the uninterrupted
 run exactly. The state file (`NAME.resume.safetensors`) holds the current and best weights, the
 optimiser tensors and a JSON record, written atomically after every epoch; no pickle anywhere.
+
+Scale-out: launched by torchrun or srun, torch models train data-parallel (hsicli.engine.distributed)
+and only rank 0 writes the state, the checkpoint and the log. On SIGTERM / SIGUSR1 training stops at
+the next batch and exits with code 75, resumable from the last finished epoch (hsicli.engine.preempt).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.engine import distributed, preempt
 from hsicli.errors import HsiError, StoreError
 from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
 from hsicli.store.atomic import up_to_date
@@ -61,6 +66,7 @@ class TrainResult:
     path: Path
     summary: dict[str, Any]
     reused: bool = False
+    main: bool = True  # False on the other ranks of a data-parallel run: they write and print nothing
 
 
 @dataclass
@@ -160,6 +166,9 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     on_message: Callable[[str], None] = lambda message: None,
 ) -> TrainResult:
+    world = distributed.detect_world()
+    if not world.is_main:  # only rank 0 reports
+        on_epoch, on_message = (lambda record: None), (lambda message: None)
     _, layer_kind, layer_name = split_layer_path(Path(store_path))
     store = SceneStore.open(store_path)
     split_name = resolve_split(store, options.split, layer_name if layer_kind == "splits" else None)
@@ -186,7 +195,7 @@ def train(
     key = _request_key(store, options, hyper, split_name)
     if up_to_date(out, key, lambda p: read_header(p)[1].get("request_key"), options.overwrite):
         on_message(f"{out} is up to date (same store, split and settings)")
-        return TrainResult(out, {"model": options.model}, reused=True)
+        return TrainResult(out, {"model": options.model}, reused=True, main=world.is_main)
     data = load_training_data(store, split_name, options.labels)
     on_message(
         f"training {options.model} on {store.name}, split {split_name}: "
@@ -194,9 +203,15 @@ def train(
     )
     started = time.perf_counter()
     if spec.kind == "spectral":
+        if not world.is_main:  # classical baselines fit on one process; the others have nothing to do
+            return TrainResult(out, {"model": options.model}, main=False)
         arrays, training = _fit_classical(spec.name, data, store, options, hyper)
     else:
-        arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message)
+        with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
+            arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message,
+                                          world, preemption)
+        if not world.is_main:
+            return TrainResult(out, {"model": options.model}, main=False)
     training.update(
         seconds=round(time.perf_counter() - started, 3),
         split=split_name,
@@ -429,8 +444,13 @@ def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, 
 
 
 def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: TrainDefaults, out: Path,
-               run_key: str, on_epoch, on_message) -> tuple[dict, dict]:
-    """Train a torch model; `run_key` (the request key) ties the resume state to this exact run."""
+               run_key: str, on_epoch, on_message, world: distributed.World,
+               preemption: preempt.PreemptionFlag) -> tuple[dict, dict]:
+    """Train a torch model; `run_key` (the request key) ties the resume state to this exact run.
+
+    Data-parallel across the ranks of `world` (inside its process group); stops with `Preempted`
+    at the first batch after `preemption` is set.
+    """
     import contextlib
 
     import torch
@@ -439,7 +459,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
 
     if options.threads:
         torch.set_num_threads(options.threads)
-    device = select_device(options.device)
+    device = distributed.rank_device(select_device(options.device), world)
     torch.manual_seed(options.seed)
     model = create_model(spec.name, store.shape[2], store.n_classes, **options.model_args).to(device)
     if options.init:
@@ -485,34 +505,41 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
 
     n = data.train_y.size
+    net = distributed.wrap_model(model, world, device)
     for epoch in range(start_epoch, hyper.epochs + 1):
         tick = time.perf_counter()
         rng = np.random.default_rng(_epoch_seed(options.seed, epoch))
         torch.manual_seed(_epoch_seed(options.seed, epoch))
-        order = rng.permutation(n)
+        order = rng.permutation(n)  # the same on every rank
+        if world.distributed:
+            # Augmentation and dropout draw their own stream on each rank.
+            rng = np.random.default_rng([_epoch_seed(options.seed, epoch), world.rank])
+            torch.manual_seed(_epoch_seed(options.seed, epoch) + world.rank)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(hyper, epoch)
-        model.train()
-        total_loss, correct = 0.0, 0
-        for start in range(0, n, hyper.batch_size):
-            index = order[start : start + hyper.batch_size]
+        net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for index in distributed.rank_batches(order, hyper.batch_size, world):
+            if distributed.any_rank(bool(preemption), world, device):
+                raise _preempted(preemption, epoch, state_file)
             rows, cols, y = data.train_rows[index], data.train_cols[index], data.train_y[index]
             x = batches.inputs(rows, cols, rng=rng, augment=True).to(device)
             target = batches.targets(rows, cols, y).to(device)
             optimizer.zero_grad(set_to_none=True)
             with autocast():
-                logits = model(x)
+                logits = net(x)
                 loss = custom_loss(logits, target) if custom_loss else criterion(logits.float(), target)
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * len(index)
             correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
-        val_acc = evaluate_accuracy(model, batches, data.val_rows, data.val_cols, data.val_y,
-                                    hyper.eval_batch_size, device, autocast)
+            seen += len(index)
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], world, device)
+        val_acc = _validation_accuracy(model, batches, data, hyper, device, autocast, world)
         entry = {
             "epoch": epoch,
-            "loss": total_loss / n,
-            "train_accuracy": correct / n,
+            "loss": total_loss / seen,
+            "train_accuracy": correct / seen,
             "val_accuracy": val_acc,
             "seconds": round(time.perf_counter() - tick, 3),
             "lr": learning_rate(hyper, epoch),
@@ -527,7 +554,8 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         else:
             best["bad_epochs"] += 1
         stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
-        _write_state(state_file, model, optimizer, best, history, epoch, run_key, stop)
+        if world.is_main:
+            _write_state(state_file, model, optimizer, best, history, epoch, run_key, stop)
         on_epoch(entry)
         if stop:
             on_message(f"early stop: no validation improvement for {hyper.patience} epochs")
@@ -543,6 +571,29 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         "augment": asdict(augment) if augment else None,
     }
     return arrays, training
+
+
+def _validation_accuracy(model, batches: _Batches, data: TrainingData, hyper: TrainDefaults, device, autocast,
+                         world: distributed.World) -> float | None:
+    """Validation accuracy of the unwrapped model; each rank scores its share of the pixels."""
+    part = distributed.rank_slice(data.val_y.size, world)
+    accuracy = evaluate_accuracy(model, batches, data.val_rows[part], data.val_cols[part], data.val_y[part],
+                                 hyper.eval_batch_size, device, autocast)
+    if not world.distributed:
+        return accuracy
+    size = data.val_y[part].size
+    hits, total = distributed.all_reduce_sum([round((accuracy or 0.0) * size), size], world, device)
+    return hits / total if total else None
+
+
+def _preempted(flag: preempt.PreemptionFlag, epoch: int, state_file: Path) -> preempt.Preempted:
+    saved = (f"its state after epoch {epoch - 1} is in {state_file}" if epoch > 1
+             else "no epoch had finished, so --resume starts over")
+    return preempt.Preempted(
+        f"training stopped by {flag.name} during epoch {epoch}; {saved}",
+        hint=f"run the same command with --resume to continue (exit code {preempt.EXIT_CODE} asks a batch "
+             "script to requeue)",
+    )
 
 
 def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_key: str, stopped: bool) -> None:

@@ -87,7 +87,8 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, A
     from safetensors.numpy import save_file
 
     encoded = {key: json.dumps(value) for key, value in {**metadata, "hsi_schema": SCHEMA, "kind": kind}.items()}
-    tensors = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    # np.require keeps 0-d tensors 0-d (ascontiguousarray would make them shape (1,)).
+    tensors = {key: np.require(value, requirements="C") for key, value in arrays.items()}
     with atomic_path(Path(path), overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=encoded)
     return Path(path)

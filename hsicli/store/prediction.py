@@ -8,7 +8,10 @@ Layout::
       entropy        (H, W) float32, nats
       embeddings     (N, D) float32 and embedding_index (N,) int64 flat pixel index (optional)
 
-Written tile by tile into a temporary directory and renamed into place when complete.
+Written tile by tile into a temporary directory and renamed into place when complete. A sharded
+prediction (`hsi predict --init`, `--shard I/N`, `--finalize`) is created complete in structure but
+with the attribute `complete: false`, filled in place by the shards, and opened for reading only
+once `--finalize` has set `complete: true`.
 """
 
 from __future__ import annotations
@@ -82,9 +85,23 @@ class PredictionStore:
             yield PredictionWriter(group, probabilities)
 
     @classmethod
-    def open(cls, path: Path) -> PredictionStore:
+    def open(cls, path: Path, *, allow_incomplete: bool = False) -> PredictionStore:
         group, attrs = _open_group(Path(path), "prediction")
+        if attrs.get("complete") is False and not allow_incomplete:
+            raise StoreError(
+                f"{path} is an unfinished sharded prediction",
+                hint="run every `hsi predict CHECKPOINT --shard I/N`, then `hsi predict CHECKPOINT --finalize`",
+            )
         return cls(Path(path), group, attrs)
+
+    @property
+    def complete(self) -> bool:
+        return self.attrs.get("complete", True)
+
+    def writer(self) -> PredictionWriter:
+        """Write into this existing store in place (the shards of a sharded prediction)."""
+        group = zarr.open_group(str(self.path), mode="r+")
+        return PredictionWriter(group, "probabilities" in group)
 
     def scene(self):
         """The scene store this prediction was made from, unchanged since."""
@@ -128,5 +145,6 @@ class PredictionStore:
             "probabilities": "probabilities" in self._group,
             "embeddings": "embeddings" in self._group,
             "inference_seconds": self.attrs.get("inference_seconds"),
+            "complete": self.complete,
             "provenance": self.attrs.get("provenance"),
         }
