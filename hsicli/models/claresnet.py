@@ -34,17 +34,22 @@ settled by the authors' public reference implementation
   H_l = layer(H_{l-1}) + H_{l-1}.
 * Hierarchical fusion (§IV-5): f = LN(s_n + CrossAttn(s_n, [s_1..s_n])) over the
   mean-pooled layer outputs (with a single layer, f = s_1). Head (§IV-6): LN, Dropout 0.5,
-  Linear(dim, 128), GELU, Dropout 0.25, Linear(128, classes).
+  Linear(dim, 128), GELU, Dropout 0.25 (half the first), Linear(128, classes). Internal
+  dropout 0.1 everywhere else (SE, Dropout2d in the residual blocks, attention, FFNs).
 * Initialisation as in the reference: linear weights truncated normal (std 0.02) with zero
   bias, attention input projections Xavier-uniform, latent tokens and the learnable
   positional table N(0, 0.02^2), convolutions and RNNs at PyTorch's defaults.
 
-Speed (same function as the reference, organised for CPU throughput): the bands of a batch
-are one (B*T, 1, P, P) batch in channels-last layout; the four stem branches are zero-padded
-to 7x7 and applied as one patch matrix product (a one-channel convolution is slow in
-oneDNN); the three scales of the latent attention run batched, with per-scale weights
-stacked on a leading axis: the subsampled sequences become key masks (encode) and a
-(T x T) interpolation operator (decode), so no Python loop runs over bands, scales or heads.
+Speed (the reference's function to float rounding, organised for CPU throughput): the
+bands of a batch form one (B*T, 1, P, P) batch in channels-last layout; the four stem
+branches are zero-padded to 7x7 and applied as one patch matrix product (a one-channel
+convolution is slow in oneDNN); in eval every BatchNorm is folded into the convolution
+before it; GAP is a sum over the (N, H*W, C) pixel view and GMP adaptive max pooling, and
+the SE gate and residual add are one addcmul (these avoid fp32 copies and slow backward
+passes of channels-last bf16 tensors); the three scales of the latent attention run
+batched, with per-scale weights stacked on a leading axis: the subsampled sequences become
+key masks (encode) and a (T x T) interpolation operator (decode), so no Python loop runs
+over bands, scales or heads.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def _sinusoidal_table(length: int, dim: int) -> torch.Tensor:
     frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
     table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
     return table
 
 
@@ -123,6 +128,23 @@ def _conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tens
     return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H*W, C); a view for channels-last tensors."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+def _global_pools(x: torch.Tensor) -> torch.Tensor:
+    """[GAP; GMP] of (N, C, H, W) as (N, 2C).
+
+    Chosen for channels-last bf16 training on CPU, where mean/amax over (H, W) convert the
+    tensor to fp32 and have slow backward passes: the mean is a sum over the pixel view and
+    the max is adaptive max pooling, whose backward is a scatter.
+    """
+    pixels = _pixels(x)
+    return torch.cat([pixels.sum(1) / pixels.shape[1], F.adaptive_max_pool2d(x, 1).flatten(1)], dim=1)
+
+
 class EnhancedSE(nn.Module):
     """Enhanced squeeze-and-excitation (§IV-1): gate from concatenated average and max pooling."""
 
@@ -135,7 +157,7 @@ class EnhancedSE(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the (N, C, 1, 1) channel weights."""
-        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
+        pooled = _global_pools(x)
         return torch.sigmoid(self.fc2(self.dropout(F.gelu(self.fc1(pooled)))))[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,16 +189,17 @@ class MultiScaleStem(nn.Module):
         self.se = EnhancedSE(channels, **se, dropout=dropout)
 
     def forward(self, bands: torch.Tensor) -> torch.Tensor:
-        # bands: (N, P, P) -> (N, C, P, P) in channels-last layout.
-        n, p, _ = bands.shape
+        # bands: (N, H, W) -> (N, C, H, W) in channels-last layout.
+        n, h, w = bands.shape
         k = self.size
-        weight = torch.cat([F.pad(w, [(k - w.shape[-1]) // 2] * 4) for w in self.branches]).reshape(-1, k * k)
-        patches = F.pad(bands, [k // 2] * 4).unfold(1, k, 1).unfold(2, k, 1).reshape(n * p * p, k * k)
+        weight = torch.cat([F.pad(b, [(k - b.shape[-1]) // 2] * 4) for b in self.branches]).reshape(-1, k * k)
+        patches = F.pad(bands, [k // 2] * 4).unfold(1, k, 1).unfold(2, k, 1).reshape(n * h * w, k * k)
         if self.bn.training or not self.bn.track_running_stats:
-            out = self.bn((patches @ weight.T).view(n, p, p, -1).permute(0, 3, 1, 2))
+            out = self.bn((patches @ weight.T).view(n, h, w, -1).permute(0, 3, 1, 2))
         else:
             scale, shift = _bn_affine(self.bn)
-            out = torch.addmm(shift, patches, (weight * scale[:, None]).T).view(n, p, p, -1).permute(0, 3, 1, 2)
+            out = torch.addmm(shift, patches, (weight * scale[:, None]).T)
+            out = out.view(n, h, w, -1).permute(0, 3, 1, 2)
         return self.se(F.gelu(out))
 
 
@@ -215,11 +238,21 @@ class EnhancedCBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.channel(x)
-        mean = x.mean(1, keepdim=True)
-        # Unbiased std as a norm of deviations: torch.std over channels is several times slower.
-        std = torch.linalg.vector_norm(x - mean, dim=1, keepdim=True) / math.sqrt(x.shape[1] - 1)
-        stats = torch.cat([mean, x.amax(1, keepdim=True), std, x.amin(1, keepdim=True)], dim=1)
-        return x * self.spatial(stats)
+        n, c, h, w = x.shape
+        # Channel statistics over the pixel view (C innermost), several times faster than
+        # reductions over dim 1 here; std is unbiased, as a norm of deviations.
+        pixels = _pixels(x)
+        mean = pixels.mean(-1, keepdim=True)
+        std = torch.linalg.vector_norm(pixels - mean, dim=-1, keepdim=True) / math.sqrt(c - 1)
+        if torch.is_grad_enabled() and pixels.requires_grad:
+            # max/min with indices: slower forward, but a scatter as backward.
+            high, low = pixels.max(-1, keepdim=True)[0], pixels.min(-1, keepdim=True)[0]
+        else:
+            high, low = pixels.amax(-1, keepdim=True), pixels.amin(-1, keepdim=True)
+        stats = torch.cat([mean, high, std, low], dim=-1).transpose(1, 2).reshape(n, 4, h, w)
+        attention = self.spatial(stats).reshape(n, h * w, 1)
+        # Weighted in the pixel view, so the result stays channels-last.
+        return (pixels * attention).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 class SpatialEncoder(nn.Module):
@@ -245,8 +278,7 @@ class SpatialEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, p, q = x.shape
         h = self.cbam(self.blocks(self.stem(x.reshape(b * t, p, q))))
-        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
-        return self.norm(self.proj(pooled)).view(b, t, -1)
+        return self.norm(self.proj(_global_pools(h))).view(b, t, -1)
 
 
 # --------------------------------------------------------------------------- spectral pathway
@@ -255,30 +287,31 @@ class SpatialEncoder(nn.Module):
 class ScaleStackedAttention(nn.Module):
     """One multi-head attention per scale, weights stacked on a leading scale axis.
 
-    Holds exactly the parameters of S `nn.MultiheadAttention(dim, heads)` modules; tensors
-    flow as (S, B, N, dim) so every projection is one batched matrix product.
+    Holds the parameters of S `nn.MultiheadAttention(dim, heads)` modules, the input
+    projection split into its query and key/value rows (so cross-attention never slices a
+    parameter); tensors flow as (S, B, N, dim) and every projection is one batched product.
     """
 
     def __init__(self, scales: int, dim: int, heads: int, dropout: float):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.in_weight = nn.Parameter(torch.empty(scales, 3 * dim, dim))
-        self.in_bias = nn.Parameter(torch.zeros(scales, 3 * dim))
+        self.q_weight = nn.Parameter(torch.empty(scales, dim, dim))
+        self.q_bias = nn.Parameter(torch.zeros(scales, dim))
+        self.kv_weight = nn.Parameter(torch.empty(scales, 2 * dim, dim))
+        self.kv_bias = nn.Parameter(torch.zeros(scales, 2 * dim))
         self.out_weight = nn.Parameter(torch.empty(scales, dim, dim))
         self.out_bias = nn.Parameter(torch.zeros(scales, dim))
-        bound = math.sqrt(6.0 / (dim + 3 * dim))  # Xavier-uniform on each (3 dim, dim) block
-        nn.init.uniform_(self.in_weight, -bound, bound)
+        bound = math.sqrt(6.0 / (dim + 3 * dim))  # Xavier-uniform over each joint (3 dim, dim) block
+        nn.init.uniform_(self.q_weight, -bound, bound)
+        nn.init.uniform_(self.kv_weight, -bound, bound)
         nn.init.trunc_normal_(self.out_weight, std=0.02)
 
-    def project(self, x: torch.Tensor, part: slice) -> torch.Tensor:
-        """Input projection rows `part` of each scale: (S, B, N, dim) or shared (B, N, dim)."""
-        weight, bias = self.in_weight[:, part], self.in_bias[:, part]
-        if x.dim() == 3:  # one sequence shared by all scales: a single matrix product
-            s, out, _ = weight.shape
-            y = F.linear(x, weight.reshape(s * out, -1), bias.reshape(-1))
-            return y.view(*x.shape[:2], s, out).permute(2, 0, 1, 3)
-        return _grouped_linear(x, weight, bias)
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return _stacked_linear(x, self.q_weight, self.q_bias)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _stacked_linear(x, self.kv_weight, self.kv_bias).chunk(2, dim=-1)
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
@@ -295,6 +328,16 @@ class ScaleStackedAttention(nn.Module):
         )
         out = out.transpose(1, 2).reshape(s, b, n, dim)
         return _grouped_linear(out, self.out_weight, self.out_bias)
+
+
+def _stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-scale linear map of per-scale inputs (S, B, N, in), or of one input (B, N, in)
+    shared by all scales (then a single matrix product); returns (S, B, N, out)."""
+    if x.dim() == 4:
+        return _grouped_linear(x, weight, bias)
+    s, out, _ = weight.shape
+    y = F.linear(x, weight.reshape(s * out, -1), bias.reshape(-1))
+    return y.view(*x.shape[:2], s, out).permute(2, 0, 1, 3)
 
 
 def _grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -337,7 +380,10 @@ class ScaleStackedFFN(nn.Module):
 
 def _ffn(dim: int, mult: int, dropout: float, in_dim: int | None = None) -> nn.Sequential:
     """Linear(in_dim, mult dim), GELU, Dropout, Linear(mult dim, dim)."""
-    return nn.Sequential(nn.Linear(in_dim or dim, mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+    hidden = mult * dim
+    return nn.Sequential(
+        nn.Linear(in_dim or dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+    )
 
 
 class HybridPositionalEncoding(nn.Module):
@@ -373,7 +419,6 @@ class MultiScaleLatentAttention(nn.Module):
     ):
         super().__init__()
         self.scales = tuple(scales)
-        self.dim = dim
         self.token_rule = dict(
             base_tokens=base_tokens, base_length=base_length, min_tokens=min_tokens, max_tokens=max_tokens
         )
@@ -398,25 +443,22 @@ class MultiScaleLatentAttention(nn.Module):
         masks, operators = _scale_operators(t, self.scales)
         masks = masks.to(x.device)
         operators = operators.to(device=x.device, dtype=x.dtype)
-        qkv, q_rows, kv_rows = slice(None), slice(0, d), slice(d, 3 * d)
 
         # Encode: latents query the (subsampled) band sequence; subsampling = key mask.
         latents = self.latents[: latent_token_count(t, **self.token_rule)]
         lat = latents.expand(s, 1, *latents.shape)
-        q = self.encode.project(lat, q_rows).expand(s, b, -1, d)
-        k, v = self.encode.project(x, kv_rows).chunk(2, dim=-1)
+        q = self.encode.queries(lat).expand(s, b, -1, d)
+        k, v = self.encode.keys_values(x)
         key_mask = masks[:, None, None, None, :].expand(s, b, 1, 1, t).reshape(s * b, 1, 1, t)
         z = self.encode_norm(lat + self.encode.attend(q, k, v, key_mask))
 
         # Process: self-attention among latents, then the latent FFN.
-        q, k, v = self.process.project(z, qkv).chunk(3, dim=-1)
-        z = self.process_norm(z + self.process.attend(q, k, v))
+        z = self.process_norm(z + self.process.attend(self.process.queries(z), *self.process.keys_values(z)))
         z = z + self.latent_ffn(z)
 
         # Decode at every position; the interpolation operator reads only the kept ones.
-        q = self.decode.project(x, q_rows)
-        k, v = self.decode.project(z, kv_rows).chunk(2, dim=-1)
-        out = self.decode_norm(x.unsqueeze(0) + self.decode.attend(q, k, v))
+        q = self.decode.queries(x)
+        out = self.decode_norm(x.unsqueeze(0) + self.decode.attend(q, *self.decode.keys_values(z)))
         out = torch.einsum("stu,sbud->btsd", operators, out).reshape(b, t, s * d)
         return self.norm(x + self.dropout(self.fusion(out)))
 
@@ -426,8 +468,6 @@ class SpectralEncoderLayer(nn.Module):
 
     def __init__(self, dim: int, ffn_mult: int, dropout: float, msla: dict):
         super().__init__()
-        if dim % 2:
-            raise UsageError(f"claresnet: dim={dim} must be even", hint="use e.g. dim=256")
         self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
         self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
         self.msla = MultiScaleLatentAttention(dim, dropout=dropout, **msla)
@@ -435,15 +475,32 @@ class SpectralEncoderLayer(nn.Module):
         self.ffn = _ffn(dim, ffn_mult, dropout)
         self.norm2 = nn.LayerNorm(dim)
 
+    def _gru(self, h: torch.Tensor) -> torch.Tensor:
+        if h.device.type != "cpu":
+            return self.gru(h)[0]
+        # The CPU GRU runs step by step, and under autocast every step would cast the
+        # weights again (hundreds of copies per layer): it runs in fp32 instead.
+        with torch.autocast("cpu", enabled=False):
+            return self.gru(h.float())[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x + self.lstm(x)[0]
-        h = h + self.gru(h)[0]
+        h = h + self._gru(h)
         y = self.norm1(x + self.msla(h))
         return self.norm2(y + self.ffn(y))
 
 
 class CLAReSNet(nn.Module):
-    """CLAReSNet for (B, T, P, P) patches; see the module docstring for the layout."""
+    """CLAReSNet for (B, T, P, P) patches; the layout is in the module docstring.
+
+    Keyword arguments (paper values as defaults, so `--model-args` can shrink any part):
+    dim (embedding, 256), base_channels (CNN width, 64, split over the stem kernels),
+    layers (encoder layers, 3), kernels (stem, 1/3/5/7), dilations (residual blocks, 1-4),
+    se_reduction / se_min_hidden (SE hidden size max(C/16, 8)), cbam_kernel (7), heads (8),
+    scales (1/2/4), base_tokens / base_length / min_tokens / max_tokens (the L(T) rule:
+    16, 16, 8, 64), max_bands (positional table rows, 5000), latent_ffn_mult /
+    fusion_ffn_mult / ffn_mult (2, 2, 4), head_hidden (128), dropout (0.1), head_dropout (0.5).
+    """
 
     def __init__(
         self,
@@ -473,17 +530,22 @@ class CLAReSNet(nn.Module):
         head_dropout: float = 0.5,
     ):
         super().__init__()
-        if dim % heads:
-            raise UsageError(f"claresnet: dim={dim} is not divisible by heads={heads}", hint="use e.g. dim=256, heads=8")
+        if dim % 2 or dim % heads:
+            raise UsageError(
+                f"claresnet: dim={dim} must be even and divisible by heads={heads}",
+                hint="use e.g. dim=256 with heads=8, or dim=64 with heads=4",
+            )
+        if layers < 1:
+            raise UsageError(f"claresnet: layers={layers}, need at least 1", hint="the paper uses layers=3")
+        if not 1 <= min_tokens <= max_tokens:
+            raise UsageError(
+                f"claresnet: need 1 <= min_tokens <= max_tokens, got {min_tokens} and {max_tokens}",
+                hint="the paper uses min_tokens=8, max_tokens=64",
+            )
         if not 1 <= bands <= max_bands:
             raise InputError(
                 f"claresnet: expected 1 to max_bands={max_bands} bands, found {bands}",
                 hint="reduce the bands (e.g. `hsi prep --pca 30`) or raise max_bands in --model-args",
-            )
-        if layers < 1 or min_tokens > max_tokens:
-            raise UsageError(
-                f"claresnet: need layers >= 1 and min_tokens <= max_tokens, got {layers}, {min_tokens} > {max_tokens}",
-                hint="see the paper defaults: layers=3, min_tokens=8, max_tokens=64",
             )
         self.bands = bands
         se = dict(reduction=se_reduction, min_hidden=se_min_hidden)
@@ -500,8 +562,10 @@ class CLAReSNet(nn.Module):
             fusion_ffn_mult=fusion_ffn_mult,
         )
         self.layers = nn.ModuleList(SpectralEncoderLayer(dim, ffn_mult, dropout, msla) for _ in range(layers))
-        self.fusion = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if layers > 1 else None
-        self.fusion_norm = nn.LayerNorm(dim) if layers > 1 else None
+        # Cross-layer fusion (§IV-5) needs at least two summaries, as in the reference.
+        fuse = layers > 1
+        self.fusion = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if fuse else None
+        self.fusion_norm = nn.LayerNorm(dim) if fuse else None
         self.head = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Dropout(head_dropout),
@@ -548,7 +612,14 @@ class CLAReSNet(nn.Module):
     kind="patch",
     paper="CLAReSNet (Bandyopadhyay et al.)",
     defaults=TrainDefaults(
-        patch=11, optimizer="adamw", lr=1e-4, weight_decay=1e-2, batch_size=16, eval_batch_size=32, epochs=40, augment=True
+        patch=11,
+        optimizer="adamw",
+        lr=1e-4,
+        weight_decay=1e-2,
+        batch_size=16,
+        eval_batch_size=32,
+        epochs=40,
+        augment=True,
     ),
 )
 def claresnet(bands: int, classes: int, **args) -> nn.Module:
