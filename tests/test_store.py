@@ -233,7 +233,7 @@ def test_failed_store_creation_leaves_nothing(tmp_path, monkeypatch):
         return original(group, name, data, *args, **kwargs)
 
     monkeypatch.setattr(scene, "_create_array", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="could not write .*toy.zarr: No space left"):
         create(tmp_path / "toy.zarr")
     assert list(tmp_path.iterdir()) == []
 

@@ -37,7 +37,7 @@ def evaluate(
 
     log = Log(quiet)
     paths = [read_input_path(p if p != "-" else None, "prediction store") for p in (predictions or [None])]
-    result = run_evaluation(paths, split=split, out=out, command=command_line())
+    result = run_evaluation(paths, split=split, out=out, command=command_line(), overwrite=overwrite)
     if not quiet:
         from rich.console import Console
         from rich.table import Table

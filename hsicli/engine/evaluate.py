@@ -72,8 +72,8 @@ def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict
     return metrics
 
 
-def _write_json(path: Path, payload: dict) -> Path:
-    with atomic_path(path, overwrite=True) as tmp:
+def _write_json(path: Path, payload: dict, overwrite: bool = True) -> Path:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     return path
 
@@ -83,8 +83,10 @@ def metrics_path(prediction: Path) -> Path:
     return prediction.parent / (prediction.name.removesuffix(".zarr").removesuffix(".pred") + ".metrics.json")
 
 
-def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, command: str) -> EvaluationResult:
-    """Evaluate each prediction (metrics saved beside it); several give mean ± std."""
+def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, command: str,
+             overwrite: bool = False) -> EvaluationResult:
+    """Evaluate each prediction (metrics saved beside it, refreshed on every run); several give
+    mean ± std. An explicit `out` is never replaced without `overwrite`."""
     runs = []
     for prediction in predictions:
         metrics = evaluate_prediction(prediction, split)
@@ -94,12 +96,13 @@ def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, co
     if len(runs) == 1:
         path = Path(out).absolute() if out else metrics_path(predictions[0])
         if out:
-            _write_json(path, runs[0])
+            _write_json(path, runs[0], overwrite)
         return EvaluationResult(path, runs[0], runs)
     summary = summarize_runs(runs)
     summary.update(predictions=[r["prediction"] for r in runs], provenance=record(command))
     if out is None:
         digest = hashlib.sha256("\n".join(sorted(r["prediction"] for r in runs)).encode()).hexdigest()[:10]
-        out = Path.cwd() / f"summary-{digest}.metrics.json"
-    path = _write_json(Path(out).absolute(), summary)
+        path = _write_json(Path.cwd() / f"summary-{digest}.metrics.json", summary)
+    else:
+        path = _write_json(Path(out).absolute(), summary, overwrite)
     return EvaluationResult(path, summary, runs)

@@ -117,6 +117,12 @@ def atomic_path(final: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = temporary_sibling(final)
     try:
         yield tmp
+    except OSError as exc:  # a full disk, a quota, a file-size limit: name what could not be written
+        _remove(tmp)
+        raise StoreError(
+            f"could not write {final}: {exc.strerror or exc}",
+            hint="check free disk space, quotas and permissions; nothing was written",
+        ) from None
     except BaseException:
         _remove(tmp)
         raise

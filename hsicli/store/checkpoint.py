@@ -90,7 +90,10 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, A
     # np.require keeps 0-d tensors 0-d (ascontiguousarray would make them shape (1,)).
     tensors = {key: np.require(value, requirements="C") for key, value in arrays.items()}
     with atomic_path(Path(path), overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=encoded)
+        try:
+            save_file(tensors, str(tmp), metadata=encoded)
+        except Exception as exc:  # safetensors reports failed writes (full disk) as its own error type
+            raise OSError(str(exc)) from None
     return Path(path)
 
 

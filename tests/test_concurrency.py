@@ -1,0 +1,129 @@
+"""Concurrent writers on one scene store (issue 9): two `hsi split` (or `hsi pseudolabel`) started
+together on a fresh copy of the same store either both succeed (different layer names, or the
+very same layer) or one wins and the other exits 1 with one clear line; the layer that exists is
+exactly one writer's data with that writer's own record, never a mix; nothing else changes.
+
+Both writers are children of the harness's fork server started back to back, so they reach the
+store within milliseconds of each other; tests/test_store.py races `add_layer` itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    Runner, artifact_digest, assert_one_line_error, build_workspace, copy_workspace, leftovers, registered_commands,
+    snapshot,
+)
+
+FAST_ROUNDS = 1
+SLOW_ROUNDS = 20
+
+
+def split(name: str, seed: int) -> tuple[str, ...]:
+    return ("split", "s.zarr", "--ratio", "0.3", "--seed", str(seed), "--name", name)
+
+
+def pseudolabel(name: str, evaluation: str) -> tuple[str, ...]:
+    """--include-eval labels validation and test pixels too: another layer from one prediction."""
+    return ("pseudolabel", "p.zarr", "--tau", "0.5", evaluation, "--name", name)
+
+
+RACES = {
+    # id: (writer 1, writer 2, layer each writes), the layers relative to the workspace
+    "split-same-name": (split("b", 1), split("b", 2), "s.zarr/splits/b", "s.zarr/splits/b"),
+    "split-same-layer": (split("b", 1), split("b", 1), "s.zarr/splits/b", "s.zarr/splits/b"),
+    "split-other-names": (split("b", 1), split("c", 2), "s.zarr/splits/b", "s.zarr/splits/c"),
+    "pseudolabel-same-name": (pseudolabel("q", "--exclude-eval"), pseudolabel("q", "--include-eval"),
+                              "s.zarr/labels/q", "s.zarr/labels/q"),
+    "pseudolabel-other-names": (pseudolabel("q", "--exclude-eval"), pseudolabel("r", "--include-eval"),
+                                "s.zarr/labels/q", "s.zarr/labels/r"),
+}
+
+
+def race_params() -> list:
+    commands = registered_commands()
+    return [pytest.param(name, id=name, marks=[] if RACES[name][0][0] in commands else
+                         [pytest.mark.skip(reason=f"`hsi {RACES[name][0][0]}` is not registered")])
+            for name in RACES]
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory) -> Runner:
+    return Runner(tmp_path_factory.mktemp("runner"))
+
+
+@pytest.fixture(scope="module")
+def base(runner, tmp_path_factory) -> Path:
+    """The workspace (harness.build_workspace) without its second store and figure."""
+    return build_workspace(runner, tmp_path_factory.mktemp("base"), {"prep", "split", "train", "predict"})
+
+
+@pytest.fixture(scope="module")
+def alone(runner, base, tmp_path_factory) -> dict[tuple[str, ...], tuple[str, str]]:
+    """Each writer run alone on a copy: (digest of its layer, its command line as recorded)."""
+    found = {}
+    for writer_1, writer_2, layer_1, layer_2 in RACES.values():
+        for args, layer in ((writer_1, layer_1), (writer_2, layer_2)):
+            if args in found or args[0] not in registered_commands():
+                continue
+            folder = tmp_path_factory.mktemp("alone") / "w"
+            copy_workspace(base, folder)
+            run = runner.run(args, folder)
+            assert run.code == 0, run.describe()
+            found[args] = (artifact_digest(folder / layer), recorded_command(folder / layer))
+    return found
+
+
+def recorded_command(layer: Path) -> str:
+    attrs = json.loads((layer / "zarr.json").read_text())["attributes"]
+    return " ".join(attrs["provenance"]["command"].split()[1:])  # without the program name
+
+
+def race(runner, base, alone, name: str, folder: Path) -> str:
+    writer_1, writer_2, layer_1, layer_2 = RACES[name]
+    copy_workspace(base, folder)
+    before = snapshot(folder)
+    handles = [runner.start(writer_1, folder), runner.start(writer_2, folder)]
+    runs = [handle.wait() for handle in handles]
+    layers = {folder / layer_1, folder / layer_2}
+
+    succeeded = [(run, args) for run, args in zip(runs, (writer_1, writer_2)) if run.code == 0]
+    for run, args, layer in zip(runs, (writer_1, writer_2), (layer_1, layer_2)):
+        if run.code == 0:
+            assert run.stdout == f"{folder / layer}\n", run.describe()
+        else:
+            assert_one_line_error(run, "already exists")
+    if len(layers) == 2 or writer_1 == writer_2:
+        assert len(succeeded) == 2, [run.describe() for run in runs]  # different names, or the same layer
+    else:
+        assert len(succeeded) == 1, [run.describe() for run in runs]  # one name, two contents: one wins
+    for run, args in succeeded:
+        layer = folder / (layer_1 if args == writer_1 else layer_2)
+        digest, command = alone[args]
+        assert artifact_digest(layer) == digest, f"{layer} is not {args}'s layer"
+        assert recorded_command(layer) == command == " ".join(args), "data and record of different writers"
+
+    def kept(entries: dict[str, str]) -> dict[str, str]:  # all but the layers written and the lock
+        return {key: value for key, value in entries.items() if not key.endswith(".lock")
+                and not any(key == layer or key.startswith(layer + "/") for layer in (layer_1, layer_2))}
+
+    assert kept(snapshot(folder)) == kept(before)
+    assert leftovers(folder) == []
+    return "both" if len(succeeded) == 2 else "one"
+
+
+@pytest.mark.parametrize("name", race_params())
+def test_two_writers(name, runner, base, alone, tmp_path):
+    for index in range(FAST_ROUNDS):
+        race(runner, base, alone, name, tmp_path / f"r{index}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", race_params())
+def test_two_writers_many_rounds(name, runner, base, alone, tmp_path):
+    for index in range(SLOW_ROUNDS):
+        race(runner, base, alone, name, tmp_path / f"r{index}")
