@@ -271,10 +271,6 @@ def assert_one_line_error(run: Run, *phrases: str, code: int = 1) -> str:
     return errors[0]
 
 
-def is_temporary(path: Path) -> bool:
-    return any(TMP_MARK in part for part in Path(path).parts)
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     """{relative path: sha256 of the bytes} of every file below `folder` (directories as 'dir')."""
     root = Path(folder)

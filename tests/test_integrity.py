@@ -291,7 +291,7 @@ def test_classical_model_missing_a_class_predicts_with_every_class(pipeline, cli
     assert probabilities.shape == (24, 20, 3) and np.allclose(probabilities[:, :, 2], 0)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
                                              max_size=4))
 def test_damaged_checkpoint_bytes(shared, cut, flips):
