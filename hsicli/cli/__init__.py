@@ -6,6 +6,7 @@ function, so `hsi --help` and shell completion stay instant.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -54,6 +55,10 @@ def main() -> None:
     """Entry point: run the app, turning typed errors into one-line messages (DESIGN.md §1)."""
     from hsicli.cli.common import debug_enabled
 
+    # Set before torch loads OpenMP: idle OpenMP workers sleep instead of spinning. Spinning
+    # workers made `--threads 2` on a 2-core machine shared with other jobs 5-10x slower than
+    # one thread (benchmarks/bench_litec2anet.py). A value set by the user wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app(prog_name="hsi")
     except HsiError as exc:

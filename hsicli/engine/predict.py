@@ -108,7 +108,7 @@ class Classifier:
                     else contextlib.nullcontext())
         probabilities = np.empty((rows.size, self.n_classes), dtype=np.float32)
         features = []
-        with torch.no_grad(), autocast:
+        with torch.inference_mode(), autocast:
             for start in range(0, rows.size, self.batch_size):
                 sl = slice(start, start + self.batch_size)
                 x = torch.from_numpy(sampler.patches(rows[sl], cols[sl])).permute(0, 3, 1, 2).to(self.device)
