@@ -95,7 +95,7 @@ def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, co
         runs.append(metrics)
     if len(runs) == 1:
         path = Path(out).absolute() if out else metrics_path(predictions[0])
-        if out:
+        if path != metrics_path(predictions[0]):  # `--out` naming the file beside it is that file
             _write_json(path, runs[0], overwrite)
         return EvaluationResult(path, runs[0], runs)
     summary = summarize_runs(runs)
