@@ -136,17 +136,17 @@ def hsi(hsi_exe: Path, hsi_env: dict[str, str], tmp_path: Path) -> Callable[...,
     """`hsi(*args, input=None, cwd=tmp_path, env=None)`: run the console script, capture text output."""
 
     def run(*args, input: str | None = None, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
-        return subprocess.run(
-            [str(hsi_exe), *map(str, args)],
-            input=input,
-            capture_output=True,
-            text=True,
-            cwd=cwd or tmp_path,
-            env={**hsi_env, **(env or {})},
-            timeout=timeout,
-        )
+        return _run_in(tmp_path, hsi_env, [str(hsi_exe), *map(str, args)], input=input, cwd=cwd, env=env,
+                       timeout=timeout)
 
     return run
+
+
+def _run_in(tmp_path: Path, hsi_env: dict[str, str], command, *, cwd: Path | None, env: dict | None,
+            timeout: float, input: str | None = None, shell: bool = False) -> subprocess.CompletedProcess:
+    """Run a command (argv, or a shell line) in the test's folder with `hsi` on PATH."""
+    return subprocess.run(command, shell=shell, input=input, capture_output=True, text=True,
+                          cwd=cwd or tmp_path, env={**hsi_env, **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture
@@ -154,15 +154,7 @@ def shell(hsi_env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.C
     """`shell(command_line, cwd=tmp_path, env=None)`: run a real shell pipe (`sh -c`) with `hsi` on PATH."""
 
     def run(command: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
-        return subprocess.run(
-            command,
-            shell=True,
-            capture_output=True,
-            text=True,
-            cwd=cwd or tmp_path,
-            env={**hsi_env, **(env or {})},
-            timeout=timeout,
-        )
+        return _run_in(tmp_path, hsi_env, command, shell=True, cwd=cwd, env=env, timeout=timeout)
 
     return run
 
