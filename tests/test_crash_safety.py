@@ -224,8 +224,6 @@ def test_kill_at_publication(name, runner, cli, base, references, tmp_path):
     assert last == "killed: new", endings
 
 
-@pytest.mark.xfail(strict=True, reason="--overwrite of a file moves the old one aside first: a moment with no "
-                                       "artifact, the old one hidden under a temporary name (bug report)")
 @pytest.mark.parametrize("name", ["train-overwrite", "plot-overwrite"])
 def test_replacing_a_file_artifact_is_one_atomic_step(name, runner, cli, base, references, tmp_path):
     """A file can be replaced by one rename (POSIX rename replaces its target atomically), so a
@@ -257,8 +255,7 @@ def test_full_disk_in_the_console_script(base, tmp_path):
 
 @pytest.mark.parametrize("args, output", [
     (("prep", "s.mat", "--pca", "4", "--out", "new.zarr"), "new.zarr"),
-    pytest.param(("split", "s.zarr", "--ratio", "0.3", "--name", "b"), "splits/b", marks=pytest.mark.xfail(
-        strict=True, reason="SceneStore.add_layer lets the OSError through: 'Error: File too large' (bug report)")),
+    (("split", "s.zarr", "--ratio", "0.3", "--name", "b"), "splits/b"),
 ], ids=["prep", "split"])
 def test_full_disk_error_names_the_output(runner, base, tmp_path, args, output):
     folder = tmp_path / "w"
@@ -266,7 +263,6 @@ def test_full_disk_error_names_the_output(runner, base, tmp_path, args, output):
     assert_one_line_error(runner.run(args, folder, fsize=512), output)
 
 
-@pytest.mark.xfail(strict=True, reason="re-running a finished `hsi plot` is an error, not a no-op (bug report)")
 def test_rerunning_a_finished_plot_is_a_no_op(runner, base, tmp_path):
     """DESIGN.md §1: re-running a finished step with the same inputs is cheap or a no-op; a job
     killed after its figure was published must be able to run again."""
@@ -326,8 +322,6 @@ def test_any_disk_limit_either_succeeds_or_fails_cleanly(name, runner, cli, base
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a failed zarr write returns while other chunk writes are in flight; "
-                                       "atomic_path removes the temporary before they land (bug report)")
 def test_failed_writes_leave_no_temporaries(runner, tmp_path):
     """A scene of five row tiles, written with a file-size limit that fails some chunk: the
     temporary store must be gone when the command has exited (about half the trials leak today)."""

@@ -187,11 +187,6 @@ def test_truncated_files(name, keep, reader):
         check(reader, write(folder, name, SEEDS[name][: int(keep * len(SEEDS[name]))]))
 
 
-GARBAGE_NAMES = ("array names read from a damaged header are listed raw: NULs and newlines split the one-line "
-                 "error (bug report: ArrayInfo.describe)")
-
-
-@pytest.mark.xfail(strict=True, reason=GARBAGE_NAMES)  # a zeroed MAT-file header, see the test below
 @FUZZ
 @given(name=st.sampled_from(sorted(SEEDS)), magic=st.one_of(st.sampled_from(MAGICS), st.binary(max_size=16)),
        reader=st.sampled_from(sorted(READERS)))
@@ -218,7 +213,6 @@ def test_seeds_read_back_and_empty_files_are_errors(name, tmp_path):
         assert attempt(reader, empty) is None
 
 
-@pytest.mark.xfail(strict=True, reason=GARBAGE_NAMES)
 def test_error_naming_garbage_arrays_is_one_line(tmp_path, cli):
     """A v5 MAT-file whose first bytes were zeroed still carries v5's 'IM' marker, but scipy then
     reads it as MATLAB v4 and finds 'arrays' named by binary junk. The error lists them; it must

@@ -3,8 +3,7 @@ tests that prove it — kept as data, and checked so that the list cannot rot: e
 exists, and every quoted guarantee is still worded so in ../shared/DESIGN.md (when present).
 
 A test id is `tests/FILE.py::NAME` (a module-level test function, parametrized or not) or
-`tests/FILE.py::CLASS::NAME`. Tests marked xfail(strict=True) prove a guarantee once the bug
-they report is fixed (see their reasons); tests marked slow run in the full tier.
+`tests/FILE.py::CLASS::NAME`. Tests marked slow run in the full tier.
 """
 
 from __future__ import annotations
@@ -87,7 +86,6 @@ GUARANTEES = (
     Guarantee("DESIGN.md §1", "Every artifact records its provenance: command line, hsicli version, inputs (path "
                               "and content fingerprint), time", (
         "tests/test_integrity.py::test_every_artifact_records_its_provenance",
-        "tests/test_integrity.py::test_derived_artifacts_record_their_inputs_fingerprints",
         "tests/test_checkpoint.py::test_metadata_reads_with_safe_open_alone",
         "tests/test_plot.py::test_png_records_provenance",
     )),

@@ -446,7 +446,8 @@ def test_default_name_no_silent_overwrite_and_stdin(toy, tmp_path):
     out = plot_ok("uncertainty", input=f"{pred}\n")
     assert out == pred.parent / (pred.name.removesuffix(".pred.zarr") + ".uncertainty.png")
     before = out.stat().st_mtime_ns
-    plot_error("uncertainty", pred, error=OutputExistsError)
+    assert plot_ok("uncertainty", pred) == out  # the same figure again: a no-op
+    plot_error("uncertainty", pred, "--dpi", "72", error=OutputExistsError)  # another figure: never silently
     assert out.stat().st_mtime_ns == before
     assert plot_ok("uncertainty", pred, "--overwrite") == out
     several = plot_ok("grid", *toy["preds"][:2], "--format", "pdf", "--overwrite")

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
+
+import typer
 
 from hsicli.cli.common import InputArg, JsonOpt, read_input_path
 
 
-def info(path: InputArg = None, json_out: JsonOpt = False) -> None:
+def info(
+    path: InputArg = None,
+    json_out: JsonOpt = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Recompute a scene store's content fingerprint.")] = False,
+) -> None:
     """Describe a store, layer, checkpoint or prediction: shape, classes, splits, history.
 
     The description goes to stderr; stdout gets the path (or the whole description with --json).
@@ -20,6 +27,10 @@ def info(path: InputArg = None, json_out: JsonOpt = False) -> None:
 
     target = read_input_path(path, "artifact")
     description = describe(target)
+    if verify and description.get("kind") == "scene":
+        from hsicli.store.scene import SceneStore
+
+        SceneStore.open(target).verify()
     if json_out:
         print(json.dumps(description, default=str))
     else:

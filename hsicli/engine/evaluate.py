@@ -12,7 +12,7 @@ import numpy as np
 
 from hsicli.data.splits import TEST
 from hsicli.engine.metrics import classification_metrics, summarize_runs
-from hsicli.errors import HsiError
+from hsicli.errors import HsiError, StoreError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import record
@@ -32,7 +32,15 @@ def test_pixels(prediction: PredictionStore, split: str | None = None) -> tuple[
     split_name = split or prediction.attrs.get("split")
     if not split_name:
         raise HsiError(f"{prediction.path} records no split to evaluate on", hint="choose one with --split")
-    test = (store.read_layer("splits", split_name).data == TEST) & (store.gt() > 0)
+    layer = store.read_layer("splits", split_name)
+    recorded = prediction.attrs.get("split_fingerprint") if split is None else None
+    if recorded and layer.attrs.get("fingerprint") != recorded:
+        raise StoreError(
+            f"split {split_name!r} of {store.path} is not the split {prediction.path.name}'s model was trained on "
+            "(it was written again since)",
+            hint="predict again with a model trained on this split, or name another split with --split",
+        )
+    test = (layer.data == TEST) & (store.gt() > 0)
     if not test.any():
         raise HsiError(f"split {split_name!r} has no test pixels", hint="evaluate on another split")
     return store, split_name, test
@@ -90,7 +98,7 @@ def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, co
     runs = []
     for prediction in predictions:
         metrics = evaluate_prediction(prediction, split)
-        metrics["provenance"] = record(command)
+        metrics["provenance"] = record(command, {"prediction": PredictionStore.open(prediction).as_input()})
         _write_json(metrics_path(prediction), metrics)
         runs.append(metrics)
     if len(runs) == 1:

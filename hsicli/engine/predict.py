@@ -77,6 +77,14 @@ class Classifier:
             estimator_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("est.")}
             self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays, self.meta["training"]["estimator"])
             self.patch = 1
+            # Class indices 0..C-1; a class without training pixels is absent from the estimator.
+            self.classes = self.estimator.classes_.astype(np.int64)
+            if self.classes.size and not (self.classes.min() >= 0 and self.classes.max() < self.n_classes):
+                raise StoreError(
+                    f"{self.path} names {self.n_classes} classes, its {self.spec.name} model predicts class "
+                    f"indices {self.classes.tolist()}",
+                    hint="the checkpoint's metadata and weights disagree; train the model again",
+                )
         else:
             import torch
 
@@ -97,7 +105,9 @@ class Classifier:
         if self.spec.kind == "spectral":
             x = sampler.centres(rows, cols)
             # An SVM's map comes from its own decision (one-vs-one votes), not argmax of probabilities.
-            return self.estimator.predict(x).astype(np.int64), self.estimator.predict_proba(x), None
+            probabilities = np.zeros((rows.size, self.n_classes), dtype=np.float32)
+            probabilities[:, self.classes] = self.estimator.predict_proba(x)
+            return self.estimator.predict(x).astype(np.int64), probabilities, None
         import contextlib
 
         import torch
@@ -172,6 +182,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
                          hint="predict the scene in one run to export embeddings")
     classifier = Classifier(checkpoint, options)
     store, own = open_scene_for(classifier, options.store)
+    store.verify()
     height, width, _ = store.shape
     out = Path(options.out) if options.out else default_prediction_path(Path(checkpoint), store, own)
     out = out.absolute()
@@ -186,6 +197,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         "checkpoint": checkpoint_record,
         "scene_store": store.describe(),
         "split": classifier.meta["training"].get("split"),
+        "split_fingerprint": classifier.meta["training"].get("split_fingerprint"),
         "labels": classifier.meta["training"].get("labels"),
     }
     if steps:

@@ -298,7 +298,7 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str) 
         "source_checkpoint": (pred.attrs.get("checkpoint") or {}).get("path"),
         "model": pred.attrs.get("model"),
         "class_names": store.class_names,
-        "provenance": provenance(command, {"prediction": {"path": str(pred.path.absolute()),
+        "provenance": provenance(command, {"prediction": {**pred.as_input(),
                                                            "checkpoint": pred.attrs.get("checkpoint")}}),
     }
     path = store.add_layer("labels", name, layer.labels, attrs)

@@ -197,6 +197,7 @@ def train(
         on_message(f"{out} is up to date (same store, split and settings)")
         return TrainResult(out, {"model": options.model}, reused=True, main=world.is_main)
     data = load_training_data(store, split_name, options.labels)
+    store.verify(cube=data.cube)  # the cube is read already: the check costs one hash
     on_message(
         f"training {options.model} on {store.name}, split {split_name}: "
         f"{data.train_y.size} training and {data.val_y.size} validation pixels"
@@ -215,6 +216,7 @@ def train(
     training.update(
         seconds=round(time.perf_counter() - started, 3),
         split=split_name,
+        split_fingerprint=store.layer_attrs("splits", split_name).get("fingerprint"),
         labels=options.labels,
         seed=options.seed,
         hyper=hyper.to_dict(),

@@ -55,7 +55,10 @@ class ArrayInfo:
     numeric: bool  # real-valued numbers (bool, integer, float) that can be a raster
 
     def describe(self) -> str:
-        return f"{self.name} {self.shape} {self.dtype}"
+        # Names come from the file: a damaged one may hold newlines or NULs, which would split the
+        # one-line error that lists them.
+        name = self.name if self.name.isprintable() else ascii(self.name)
+        return f"{name} {self.shape} {self.dtype}"
 
 
 @dataclass

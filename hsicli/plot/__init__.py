@@ -39,10 +39,12 @@ RASTER_KINDS = tuple(kind for kind, entry in KINDS.items() if entry[2])
 
 
 def plot(kind: str, inputs: list[Path], options: PlotOptions, *, command: str) -> Path:
-    """Render `kind` from `inputs` and write it atomically; returns the written path."""
+    """Render `kind` from `inputs` and write it atomically; returns the written path. The same
+    figure of the same inputs already at the destination is kept (re-running is a no-op)."""
     from dataclasses import replace
 
     from hsicli.plot import common
+    from hsicli.store.atomic import up_to_date
 
     module_name, figure_name, raster_name, _ = KINDS[kind]
     fmt = common.resolve_format(options)
@@ -57,8 +59,12 @@ def plot(kind: str, inputs: list[Path], options: PlotOptions, *, command: str) -
             hint=f"use it with {', '.join(RASTER_KINDS)}",
         )
     out = common.output_path(kind, inputs, options, fmt)
+    described = common.describe_inputs(inputs)
+    key = common.request_key(kind, described, options)
+    if up_to_date(out, key, common.read_request_key, options.overwrite):
+        return out
     module = importlib.import_module(f"hsicli.plot.{module_name}")
-    provenance = common.provenance(command, inputs)
+    provenance = common.provenance(command, described, key)
     if raster_output:
         raster = getattr(module, raster_name)(inputs, options)
         return common.save_raster(raster, out, fmt, options.overwrite, provenance)

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 
 from hsicli import __version__
 from hsicli.errors import InputError, StoreError, UsageError
-from hsicli.store.atomic import atomic_path, check_writable
+from hsicli.store.atomic import atomic_path
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
@@ -283,22 +284,53 @@ def show_image(ax, image: np.ndarray, title: str | None, zoom: Sequence[tuple[in
     return handle
 
 
-def provenance(command: str, inputs: Sequence[Path]) -> str:
-    """The provenance record of a figure as JSON, embedded in its metadata."""
+def describe_inputs(inputs: Sequence[Path]) -> dict[str, dict]:
+    """Each input as provenance records it: a file by its content hash, a store or layer by its
+    recorded fingerprint (a prediction by the request key it was made from)."""
     described = {}
     for index, path in enumerate(inputs, start=1):
         path = Path(path)
         if path.is_file():
             described[f"input{index}"] = describe_file(path)
             continue
-        # A store or a layer: its recorded content fingerprint (prediction stores have none).
         entry = {"path": str(path.absolute())}
-        with contextlib.suppress(OSError, ValueError):
-            fingerprint = json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("fingerprint")
-            if fingerprint:
+        with contextlib.suppress(OSError, ValueError, RecursionError):
+            attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+            fingerprint = attributes.get("fingerprint") or attributes.get("request_key")
+            if isinstance(fingerprint, str):
                 entry["fingerprint"] = fingerprint
         described[f"input{index}"] = entry
-    return json.dumps(record(command, described), separators=(",", ":"))
+    return described
+
+
+_KEY_MARK = "hsi-figure-key-"
+_KEY_PATTERN = re.compile(rb"hsi-figure-key-([0-9a-f]{64})")
+
+
+def request_key(kind: str, described: dict[str, dict], options: PlotOptions) -> str:
+    """What makes a figure: its kind, its inputs' contents and the drawing options (not where
+    it goes nor whether it may replace; inputs by content where they record it, so a moved
+    workspace still matches). Equal keys: re-running is a no-op."""
+    drawing = {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")}
+    contents = [entry.get("sha256") or entry.get("fingerprint") or entry["path"] for entry in described.values()]
+    key = json.dumps({"kind": kind, "inputs": contents, "options": drawing, "version": __version__},
+                     sort_keys=True, default=str)
+    return _KEY_MARK + hashlib.sha256(key.encode()).hexdigest()
+
+
+def read_request_key(path: Path) -> str | None:
+    """The request key embedded in a figure's metadata (PNG text, SVG/PDF/GeoTIFF metadata all
+    keep it as plain ASCII), or None."""
+    try:
+        found = _KEY_PATTERN.search(path.read_bytes())
+    except OSError:
+        return None
+    return _KEY_MARK + found.group(1).decode() if found else None
+
+
+def provenance(command: str, described: dict[str, dict], key: str) -> str:
+    """The provenance record of a figure as JSON, embedded in its metadata."""
+    return json.dumps(record(command, described, request_key=key), separators=(",", ":"))
 
 
 def output_path(kind: str, inputs: Sequence[Path], options: PlotOptions, fmt: str) -> Path:
@@ -319,7 +351,6 @@ def output_path(kind: str, inputs: Sequence[Path], options: PlotOptions, fmt: st
             key = "\n".join(sorted(str(Path(p).absolute()) for p in inputs) + [str(options.x), options.metric])
             digest = hashlib.sha256(key.encode()).hexdigest()[:10]
             out = folder / f"{variant}-{digest}.{fmt}"
-    check_writable(out, options.overwrite, "figure")
     return out
 
 

@@ -2,8 +2,8 @@
 
 Every artifact is built under a hidden temporary name beside its destination and renamed into
 place only when complete, so a job killed mid-write never leaves something that looks finished.
-Replacing an existing artifact (`--overwrite`) moves the old one aside first and deletes it only
-after the new one is in place.
+Replacing an existing file (`--overwrite`) is one rename onto it; a store (a directory, which a
+rename cannot replace) is moved aside first and deleted only after the new one is in place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,8 +66,26 @@ def up_to_date(path: Path, key: str, read_key: Callable[[Path], str | None], ove
     )
 
 
+def _settle_zarr_writes() -> None:
+    """Wait for the chunk writes zarr still has in flight: a failed write returns as soon as one
+    chunk fails while asyncio.gather lets the others run on, and removing the temporary before
+    they land leaves it behind."""
+    if "zarr" not in sys.modules:
+        return
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def drain() -> None:
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    sync(drain())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        _settle_zarr_writes()
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -90,10 +109,13 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
             raise OutputExistsError(
                 f"output {final} already exists", hint="pass --overwrite to replace it"
             )
-        old = temporary_sibling(final)
-        os.rename(final, old)
-        os.rename(tmp, final)
-        _remove(old)
+        if not tmp.is_dir():
+            os.replace(tmp, final)  # a file is replaced in one atomic step: never a moment without it
+        else:
+            old = temporary_sibling(final)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            _remove(old)
     else:
         try:
             # A directory rename onto an existing path would fail or merge; files are replaced.

@@ -38,7 +38,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                              hint="the file is truncated or not a safetensors file")
         try:
             header = json.loads(handle.read(length))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
             raise StoreError(f"{path} is not a valid checkpoint: unreadable header", hint="the file is damaged") from None
     raw_meta = header.pop("__metadata__", {}) if isinstance(header, dict) else None
     if not _well_formed(header, raw_meta):
@@ -54,7 +54,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for key, value in raw_meta.items():
         try:
             metadata[key] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             metadata[key] = value
     if not isinstance(metadata["hsi_schema"], int) or metadata["hsi_schema"] > SCHEMA:
         raise StoreError(f"{path} has checkpoint schema {metadata['hsi_schema']}, newer than this hsicli ({SCHEMA})",
@@ -134,11 +134,17 @@ def require_checkpoint(path: Path, metadata: dict[str, Any]) -> None:
     if not all(isinstance(contract.get(k), int) and contract[k] > 0 for k in ("bands", "patch")):
         raise StoreError(f"{path} has no valid input bands / patch in its metadata",
                          hint="the checkpoint is damaged or was not written by `hsi train`")
+    if not isinstance(metadata["training"].get("hyper", {}), dict):
+        raise StoreError(f"{path} has no valid 'training.hyper' in its metadata",
+                         hint="the checkpoint is damaged or was not written by `hsi train`")
+    if not isinstance(metadata["source_store"].get("path"), str):
+        raise StoreError(f"{path} has no valid 'source_store' path in its metadata",
+                         hint="the checkpoint is damaged; name the scene store with --store")
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     header, metadata = read_header(path)
-    training = metadata.get("training") or {}
+    training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
     weights = [v["shape"] for k, v in header.items() if k.startswith("model.")]
     n_params = sum(int(np.prod(shape)) for shape in weights) if weights else None  # None: a classical model
     return {

@@ -39,7 +39,7 @@ def _store_kind(path: Path) -> str | None:
 
     try:
         return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

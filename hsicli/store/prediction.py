@@ -118,6 +118,11 @@ class PredictionStore:
             )
         return store
 
+    def as_input(self) -> dict[str, Any]:
+        """How provenance records this prediction as an input: its path and the key it was made
+        from (checkpoint content, scene fingerprint, options)."""
+        return {"path": str(self.path.absolute()), "fingerprint": self.attrs.get("request_key")}
+
     def classes(self) -> np.ndarray:
         return self._group["classes"][...]
 

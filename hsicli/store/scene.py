@@ -20,8 +20,6 @@ never invalidates anything. This module and `hsicli.store.prediction` are the on
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import numpy as np
 import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
-from hsicli.store.atomic import atomic_path, temporary_sibling, write_lock
+from hsicli.store.atomic import atomic_path, write_lock
 from hsicli.store.provenance import arrays_fingerprint, now
 
 SCHEMA = 1
@@ -155,6 +153,8 @@ class SceneStore:
                     "shape": list(cube.shape),
                     "fingerprint": fingerprint,
                     "transform_fingerprint": transform_fingerprint,
+                    "part_fingerprints": {"cube": arrays_fingerprint([cube]), "gt": arrays_fingerprint([gt]),
+                                          "transform": transform_fingerprint},
                     "has_aux": aux is not None,
                 }
             )
@@ -223,6 +223,26 @@ class SceneStore:
         arrays = {name: array[...] for name, array in group.arrays()}
         return arrays, dict(group.attrs)
 
+    def verify(self, cube: np.ndarray | None = None) -> None:
+        """Recompute the fingerprint of the immutable parts (cube, ground truth, fitted transform)
+        and compare it with the one recorded when the store was written; a StoreError names the
+        part that differs. `cube`: the cube if the caller has read it already; otherwise it is
+        hashed block by block from the store."""
+        arrays, _ = self.transform()
+        transform = [arrays[k] for k in sorted(arrays)]
+        parts = {"cube": self.cube_array() if cube is None else cube, "gt": self.gt()}
+        if arrays_fingerprint([parts["cube"], parts["gt"], *transform]) == self.fingerprint:
+            return
+        recorded = self.attrs.get("part_fingerprints") or {}
+        current = {"cube": arrays_fingerprint([parts["cube"]]), "gt": arrays_fingerprint([parts["gt"]]),
+                   "transform": arrays_fingerprint(transform)}
+        changed = [name for name in current if recorded.get(name) != current[name]] if recorded else []
+        raise StoreError(
+            f"{self.path}: {', '.join(changed) or 'cube, gt or transform'} changed since the store was written "
+            "(its content no longer matches the recorded fingerprint)",
+            hint="the store was modified or damaged; prep the scene again",
+        )
+
     def describe(self) -> dict[str, str]:
         """How provenance records this store as an input."""
         return {"path": str(self.path.absolute()), "fingerprint": self.fingerprint}
@@ -244,7 +264,7 @@ class SceneStore:
         meta = self.path / kind / name / "zarr.json"
         try:
             return json.loads(meta.read_text()).get("attributes", {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
 
     def read_layer(self, kind: str, name: str) -> Layer:
@@ -290,12 +310,7 @@ class SceneStore:
                     f"{kind} layer {name!r} already exists in {self.path} with different content",
                     hint="layers are written once; choose another --name",
                 )
-            tmp = temporary_sibling(final)
-            try:
-                layer_attrs = {**attrs, "created": now(), "fingerprint": fingerprint}
+            layer_attrs = {**attrs, "created": now(), "fingerprint": fingerprint}
+            with atomic_path(final) as tmp:  # cleans up and names the layer if the write fails
                 _create_array(tmp, None, data, _spatial_chunks(data.shape), layer_attrs)
-                os.rename(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         return final
