@@ -19,6 +19,7 @@ recorded paths point to) was never written through.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -42,7 +43,6 @@ class Scenario:
     args: tuple[str, ...]
     output: str  # relative to the workspace
     replaces: bool = False  # --overwrite of an artifact the workspace already holds
-    rerun_when_done: bool = True  # False: re-running a finished command is not expected to succeed
 
     @property
     def command(self) -> str:
@@ -62,7 +62,7 @@ SCENARIOS = {
     "predict-overwrite": Scenario(("predict", "m.safetensors", "--store", "s.zarr", "--no-probabilities",
                                    "--out", "p.zarr", "--overwrite"), "p.zarr", replaces=True),
     "pseudolabel": Scenario(("pseudolabel", "p.zarr", "--tau", "0.5", "--name", "q"), "s.zarr/labels/q"),
-    "plot": Scenario(("plot", "gt", "s.zarr", "--out", "g1.png"), "g1.png", rerun_when_done=False),
+    "plot": Scenario(("plot", "gt", "s.zarr", "--out", "g1.png"), "g1.png"),
     "plot-overwrite": Scenario(("plot", "rgb", "s.zarr", "--out", "g.png", "--overwrite"), "g.png", replaces=True),
 }
 
@@ -181,12 +181,20 @@ def trial(runner, cli, base, scenario: Scenario, reference: Reference, folder: P
         assert (Path(scenario.output).name in layers) == (state is not None)
 
     finished = state == reference.new
-    if (rerun == "always" and (not finished or scenario.rerun_when_done)) or (rerun == "unfinished" and not finished):
+    if rerun == "always" or (rerun == "unfinished" and not finished):
         again = runner.run(scenario.args, folder)
         assert again.code == 0, f"re-running after a trial that {ended}: {again.describe()}"
         assert again.stdout == f"{output}\n"
         assert artifact_digest(output) == reference.new
+    _tally(scenario, "disk limit" if fsize is not None else "kill", ended)
     return ended
+
+
+def _tally(scenario: Scenario, kind: str, ended: str) -> None:
+    """With HSI_TRIAL_LOG set, one line per finished trial (the counts the README records)."""
+    if log := os.environ.get("HSI_TRIAL_LOG"):
+        with open(log, "a") as handle:
+            handle.write(f"{scenario.command}\t{kind}\t{ended}\n")
 
 
 # -- fast tier -------------------------------------------------------------------------------

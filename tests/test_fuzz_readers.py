@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import os
 import signal
 import struct
 import tempfile
@@ -65,15 +66,20 @@ def bounded(seconds: int = HARD_LIMIT_S):
 def attempt(reader, path: Path, **options):
     """The reader's result, or None after checking its HsiError is one line naming the file.
 
-    Any other exception propagates and fails the example."""
+    Any other exception propagates and fails the example. With HSI_FUZZ_LOG set, each input that
+    ended so is tallied by reader and file suffix (the counts the README records)."""
     with bounded():
         try:
-            return reader(path, **options)
+            result = reader(path, **options)
         except HsiError as error:
             assert error.message.strip() and "\n" not in error.message, repr(error.message)
             assert error.hint, error.message
             assert str(path.parent) in error.message, (path, error.message)  # names a file of the input
-            return None
+            result = None
+    if log := os.environ.get("HSI_FUZZ_LOG"):
+        with open(log, "a") as handle:
+            handle.write(f"{reader.__name__}\t{''.join(path.suffixes) or path.name}\t{'error' if result is None else 'read'}\n")
+    return result
 
 
 def assert_well_formed_scene(scene) -> None:
