@@ -23,8 +23,10 @@ def models(
 ) -> None:
     """List the registered models: kind, paper, parameters and MACs per sample, paper protocol.
 
-    MACs are multiply-accumulates of one sample's forward pass (convolutions, linear layers,
-    attention matmuls); FLOPs = 2 × MACs. Example: hsi models litec2anet --bands 103 --classes 9
+    MACs are multiply-accumulates of one sample's forward pass: every matrix product, convolution
+    and attention, recurrent layers by their gate formula; FLOPs = 2 × MACs. "conv + linear" counts
+    only convolution and linear layers, as common counters (and the Lite-C2ANet paper) report them.
+    Example: hsi models litec2anet --bands 103 --classes 9
     """
     from hsicli.cli.options import parse_json_object
     from hsicli.models.catalogue import describe_models
@@ -37,13 +39,13 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("model", "kind", "paper", "patch", "parameters", "MACs / sample", "FLOPs", "optimiser, lr, batch, epochs",
+    table = Table("model", "kind", "paper", "patch", "parameters", "MACs / sample", "conv + linear", "optimiser, lr, batch, epochs",
                   title=f"{bands} bands, {classes} classes")
     for row in rows:
         d = row["defaults"]
         params = f"{row['parameters']:,}" if row["parameters"] is not None else "—"
-        macs = f"{row['macs'] / 1e6:,.2f} M" if row["macs"] is not None else "—"
-        flops = f"{2 * row['macs'] / 1e6:,.2f} M" if row["macs"] is not None else "—"
-        table.add_row(row["name"], row["kind"], row["paper"], str(row["patch"]), params, macs, flops,
+        macs, layer_macs = (f"{row[key] / 1e6:,.2f} M" if row[key] is not None else "—"
+                            for key in ("macs", "layer_macs"))
+        table.add_row(row["name"], row["kind"], row["paper"], str(row["patch"]), params, macs, layer_macs,
                       f"{d['optimizer']} {d['lr']:g}, {d['batch_size']}, {d['epochs']}")
     Console(file=sys.stderr).print(table)
