@@ -11,7 +11,7 @@ DEMO_DIR ?= demo
 DEMO_MODEL ?= svm
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench completions clean
+.PHONY: setup demo test test-all bench gallery completions clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ test-all: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+gallery: setup
+	PATH="$(abspath $(BIN)):$$PATH" sh examples/gallery.sh docs/gallery
 
 completions: setup
 	$(BIN)/python completions/generate.py

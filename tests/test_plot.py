@@ -1,25 +1,28 @@
 """`hsi plot` (issue 7): every kind renders headless to PNG and SVG from real artifacts.
 
 Artifacts are built once per module: a tiny synthetic scene with hand-made checkpoints and
-prediction stores (always), and the SalinasA pipeline run in-process (prep → split → SVM and a
-shrunk HybridSN → predict → evaluate; skipped when ../shared/data is absent). Figures are
-checked by file type and pixel size, by the data drawn in them (bar heights, line values,
-matrix cells), and raw maps pixel by pixel against the class colours of the store.
+prediction stores (always), the SalinasA pipeline run in-process (prep → split → SVM and a
+shrunk HybridSN → predict → evaluate, plus a tiny HSIseg for its learned loss weights; skipped
+when ../shared/data is absent), and georeferenced ENVI and GeoTIFF scenes through `hsi prep |
+split | train | predict` (skipped without rasterio). Figures are checked by file type and pixel
+size, by the data drawn in them (bar heights, line values, matrix cells), raw maps pixel by pixel
+against the class colours of the store, and GeoTIFFs against the scene's CRS and transform as
+GDAL reads them from the original file.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from hsicli.cli.plot import plot as plot_command
+from hsicli.cli import app
 from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.engine.evaluate import evaluate
 from hsicli.errors import HsiError, InputError, OutputExistsError, StoreError, UsageError
@@ -49,13 +52,20 @@ def one_thread():
         yield
 
 
-# Until the lead registers `plot` in hsicli/cli/commands.py: a one-command app of our own.
-APP = typer.Typer()
-APP.command()(plot_command)
+def run_hsi(*args, input: str | None = None):
+    """`hsi ARGS` in-process through the real app; a typed error stays in `result.exception`."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def hsi_ok(*args) -> str:
+    """The one path a successful command prints."""
+    result = run_hsi(*args)
+    assert result.exit_code == 0, f"hsi {' '.join(map(str, args))}: {result.exception!r} {result.stderr}"
+    return result.stdout.strip()
 
 
 def run_plot(*args, input: str | None = None):
-    return CliRunner().invoke(APP, [str(a) for a in args], input=input)
+    return run_hsi("plot", *args, input=input)
 
 
 def plot_ok(*args, input: str | None = None) -> Path:
@@ -189,7 +199,7 @@ def kind_args(kind: str, a: dict) -> list:
         "pseudo": [a["store"], "--with-gt"],
         "grid": [*a["preds"][:2], "--masked"],
         "curves": a["ckpt"][:2],
-        "loss-weights": [a["ckpt"][-1]],
+        "loss-weights": [a.get("weighted", a["ckpt"][-1])],
         "confusion": [a["metrics"][-1]],
         "pr": [pred],
         "tsne": [a.get("embedded", pred), "--points", 60],
@@ -234,15 +244,20 @@ def salinas(tmp_path_factory) -> dict:
         pred = predict(checkpoint, PredictOptions(embeddings=embeddings, threads=1), command="test").path
         evaluate([pred], split=None, out=None, command="test")
         preds.append(pred)
+    # HSIseg learns the weights of its loss terms (the only model whose history has them); one tiny
+    # network, two epochs, no prediction: just the checkpoint for `loss-weights`.
+    tiny = {"dim": 8, "heads": 2, "grids": [4, 3], "dropout": 0.0}
+    weighted = train(split, TrainOptions(model="hsiseg", model_args=tiny, patch=9, epochs=2, batch_size=32,
+                                         device="cpu", threads=1), command="test").path
     store = SceneStore.open(scene)
     labels = np.where(PredictionStore.open(preds[0]).entropy() < 0.5, PredictionStore.open(preds[0]).classes(), 0)
     store.add_layer("labels", "svm-round1", labels.astype(np.uint16), {})  # as `hsi pseudolabel` would
-    return {"store": scene, "preds": preds, "embedded": preds[1],
+    return {"store": scene, "preds": preds, "embedded": preds[1], "weighted": weighted,
             "ckpt": [p.with_name(p.name.replace(".pred.zarr", ".safetensors")) for p in preds],
             "metrics": [p.with_name(p.name.replace(".pred.zarr", ".metrics.json")) for p in preds]}
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "loss-weights"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_every_kind_renders_from_the_salinas_a_pipeline(salinas, tmp_path, kind):
     for fmt in ("png", "svg"):
         out = tmp_path / f"{kind}.{fmt}"
@@ -261,6 +276,34 @@ def test_raw_salinas_map_is_the_class_colours(salinas, tmp_path):
     expected = palette[np.where(store.gt() > 0, prediction.classes(), 0)]
     assert image.shape == (*store.shape[:2], 3)
     np.testing.assert_array_equal(image, expected)
+
+
+def test_salinas_a_missing_inputs_are_one_line_errors_with_hints(salinas, tmp_path):
+    svm = salinas["preds"][0]  # predicted without --embeddings, from a .mat scene without georeferencing
+    error = plot_error("tsne", svm, error=StoreError)
+    assert svm.name in error.message and "hsi predict --embeddings" in error.hint
+    error = plot_error("map", svm, "--format", "tif", "--out", tmp_path / "m.tif", error=StoreError)
+    assert "georeferencing" in error.message and "PNG" in error.hint
+    error = plot_error("loss-weights", salinas["ckpt"][1], error=StoreError)  # HybridSN learns no loss weights
+    assert "loss_weights" in error.message
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_gallery_script_draws_the_readme_figures(shell, tmp_path):
+    """examples/gallery.sh end to end on SalinasA (about a minute): six small PNGs, nothing else."""
+    if not (SALINAS_A / "SalinasA_corrected.mat").is_file():
+        pytest.skip(f"real data {SALINAS_A} is not present (see ../shared/data/README.md)")
+    script = Path(__file__).resolve().parents[1] / "examples" / "gallery.sh"
+    result = shell(f"sh {script} gallery", env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    names = ["map", "uncertainty", "curves", "confusion", "tsne", "grid"]
+    assert result.stdout.split() == [str(tmp_path / "gallery" / f"salinasA-{n}.png") for n in names]
+    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == sorted(f"salinasA-{n}.png" for n in names)
+    for name in names:
+        path = tmp_path / "gallery" / f"salinasA-{name}.png"
+        width, _ = png_size(path)
+        assert 400 <= width <= 1200 and path.stat().st_size < 150_000, name
 
 
 # -- maps, pixel by pixel ------------------------------------------------------------------------------
@@ -314,6 +357,25 @@ def test_map_figure_draws_the_class_colours_and_legend(toy):
     np.testing.assert_array_equal(map_ax.images[0].get_array(), palette[pred.classes()])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == NAMES
     assert len(map_ax.child_axes) == 1  # the zoom inset
+
+
+@pytest.mark.parametrize("artifacts", ["toy", "salinas"])  # a tall scene and a square one
+@pytest.mark.parametrize("kind", ["map", "grid", "split", "pseudo", "uncertainty"])
+def test_map_figures_keep_titles_and_legends_inside_the_figure(request, artifacts, kind):
+    """Nothing drawn is cut at the figure's edge, two-line panel titles included (grid: model and OA;
+    split: the leakage line; pseudo: the pixel count)."""
+    from hsicli.plot import maps
+    from hsicli.plot.common import style
+
+    a = request.getfixturevalue(artifacts)
+    inputs = a["preds"][:2] if kind == "grid" else a["preds"][:1] if kind in ("map", "uncertainty") else [a["store"]]
+    with style():
+        fig = getattr(maps, f"{kind}_figure")(inputs, PlotOptions(with_gt=True, masked=True))
+        fig.canvas.draw()  # lays the figure out as saving does, inside the style
+        renderer = fig.canvas.get_renderer()
+        for artist in [*fig.axes, *fig.legends]:
+            box = artist.get_tightbbox(renderer)
+            assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= fig.bbox.x1 + 1 and box.y1 <= fig.bbox.y1 + 1, artist
 
 
 def test_map_of_a_salinas_sized_prediction_renders_within_5_seconds(tmp_path):
@@ -488,22 +550,125 @@ def test_missing_inputs_are_one_line_errors_with_hints(toy, tmp_path):
     assert not [p for p in Path(toy["folder"]).iterdir() if ".tmp-" in p.name]
 
 
-def test_geotiff_export(toy):
-    store = SceneStore.open(toy["store"])
-    try:
-        import rasterio
-    except ImportError:
-        error = plot_error("gt", store.path, "--format", "tif", error=InputError)
-        assert "rasterio" in error.message and "hsicli[geotiff]" in error.hint
-        return
-    out = plot_ok("gt", store.path, "--format", "tif", "--overwrite")
-    with rasterio.open(out) as dataset:
-        np.testing.assert_array_equal(dataset.read(1), store.gt())
-        assert tuple(dataset.transform)[:6] == tuple(GEO["transform"])
-        assert dataset.colormap(1)[1][:3] == tuple(hex_rgb(COLORS)[0])
+# -- GeoTIFF export of georeferenced scenes (the optional extra `geotiff`: rasterio) --------------------
+
+# ENVI `map info`: the 1-based reference pixel (x, y) lies at (easting, northing); square 3.7 m pixels.
+MAP_INFO = (2.5, 3.5, 512345.5, 4123456.0, 3.7)
+
+
+def write_envi(folder: Path, cube: np.ndarray, wkt: str) -> Path:
+    """A BSQ float32 ENVI scene georeferenced as ENVI and GDAL write it: `map info` and the WKT."""
+    height, width, bands = cube.shape
+    ref_x, ref_y, easting, northing, size = MAP_INFO
+    np.ascontiguousarray(np.moveaxis(cube, -1, 0), dtype="<f4").tofile(folder / "scene.img")
+    header = folder / "scene.hdr"
+    header.write_text(
+        f"ENVI\nsamples = {width}\nlines = {height}\nbands = {bands}\nheader offset = 0\n"
+        "file type = ENVI Standard\ndata type = 4\ninterleave = bsq\nbyte order = 0\n"
+        f"map info = {{UTM, {ref_x}, {ref_y}, {easting}, {northing}, {size}, {size}, 10, North, WGS-84, "
+        f"units=Meters}}\ncoordinate system string = {{{wkt}}}\n"
+    )
+    return header
+
+
+def write_geotiff(folder: Path, cube: np.ndarray, crs, transform) -> Path:
+    import rasterio
+
+    path = folder / "scene.tif"
+    height, width, bands = cube.shape
+    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=bands, dtype="float32",
+                       crs=crs, transform=transform) as dataset:
+        dataset.write(np.moveaxis(cube, -1, 0))
+    return path
+
+
+@pytest.fixture(scope="module", params=["envi", "geotiff"])
+def georeferenced(request, tmp_path_factory) -> dict:
+    """A georeferenced scene file taken through `hsi prep | split | train svm | predict`; `reference`
+    is the scene's CRS and transform as GDAL reads them from the original file."""
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF export needs the optional extra geotiff (rasterio)")
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+
+    folder = tmp_path_factory.mktemp(request.param)
+    rng = np.random.default_rng(5)
+    height, width = 18, 15
+    rows, cols = np.indices((height, width))
+    truth = (rows * 3 // height + 1).astype(np.uint8)  # three horizontal fields
+    gt = np.where(rng.random((height, width)) < 0.3, 0, truth).astype(np.uint8)
+    cube = (np.eye(4)[truth] * 50 + rng.normal(0, 1, (height, width, 4)) + cols[..., None] * 0.1).astype(np.float32)
+    np.save(folder / "scene_gt.npy", gt)
+    if request.param == "envi":
+        scene = write_envi(folder, cube, CRS.from_epsg(32610).to_wkt())
+        opened = folder / "scene.img"  # GDAL opens the data file and finds its header
+    else:
+        scene = opened = write_geotiff(folder, cube, CRS.from_epsg(4326), Affine(1e-4, 0, -121.5, 0, -1e-4, 36.7))
+    with rasterio.open(opened) as dataset:
+        reference = dataset.crs, dataset.transform
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # where the commands write by default
+        store = hsi_ok("prep", scene, "--gt", folder / "scene_gt.npy", "-q")
+        split = hsi_ok("split", store, "--ratio", "0.3", "-q")
+        prediction = hsi_ok("predict", hsi_ok("train", split, "--model", "svm", "-q"), "-q")
+    assert Path(prediction).parent == folder
+    return {"store": Path(store), "prediction": Path(prediction), "reference": reference}
+
+
+def test_geotiff_rasters_are_georeferenced_like_the_scene(georeferenced, tmp_path):
+    import rasterio
+
+    store = SceneStore.open(georeferenced["store"])
+    prediction = PredictionStore.open(georeferenced["prediction"])
+    crs, transform = georeferenced["reference"]
+    gt, classes = store.gt(), prediction.classes()
+    assert crs is not None and (gt > 0).any() and (gt == 0).any()
+    expected = {  # kind and options: (values, dtype, nodata)
+        ("map",): (classes, "uint8", 0),
+        ("map", "--masked"): (np.where(gt > 0, classes, 0), "uint8", 0),
+        ("gt",): (gt, "uint8", 0),
+        ("split",): (store.read_layer("splits", store.layer_names("splits")[0]).data, "uint8", 0),
+        ("uncertainty",): (prediction.entropy(), "float32", None),
+        ("rgb",): (store.rgb(), "uint8", None),
+    }
+    palette = np.vstack([[0, 0, 0], hex_rgb(store.class_colors)])
+    for index, ((kind, *options), (values, dtype, nodata)) in enumerate(expected.items()):
+        source = georeferenced["prediction"] if kind in ("map", "uncertainty") else store.path
+        out = plot_ok(kind, source, *options, "--format", "tif", "--out", tmp_path / f"{index}.tif")
+        assert out.read_bytes()[:4] in (b"II*\x00", b"MM\x00*")
+        with rasterio.open(out) as dataset:
+            case = f"{kind} {options}"
+            assert dataset.crs == crs, case
+            assert dataset.transform.almost_equals(transform), case
+            assert (dataset.height, dataset.width) == store.shape[:2] and dataset.dtypes[0] == dtype, case
+            data = np.moveaxis(dataset.read(), 0, -1)
+            np.testing.assert_array_equal(data.squeeze(-1) if values.ndim == 2 else data, values, err_msg=case)
+            if nodata is not None:
+                assert dataset.nodata == nodata, case
+            if kind in ("map", "gt"):  # the colour table: code k in class k's colour, 0 the (nodata) background
+                table = dataset.colormap(1)
+                assert [table[k] for k in range(1, len(palette))] == [(*map(int, rgb), 255) for rgb in palette[1:]]
+                assert table[0][:3] == (0, 0, 0), case
+    # Re-running the same export is a no-op; another one is never written silently.
+    again = tmp_path / "0.tif"
+    before = again.stat().st_mtime_ns
+    assert plot_ok("map", georeferenced["prediction"], "--format", "tif", "--out", again) == again
+    assert again.stat().st_mtime_ns == before
+    plot_error("map", georeferenced["prediction"], "--masked", "--format", "tif", "--out", again,
+               error=OutputExistsError)
+
+
+def test_geotiff_without_rasterio_names_the_extra(toy, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` raises ImportError
+    error = plot_error("map", toy["preds"][0], "--format", "tif", "--out", tmp_path / "m.tif", error=InputError)
+    assert "rasterio" in error.message and "hsicli[geotiff]" in error.hint and "--format png" in error.hint
+    assert not (tmp_path / "m.tif").exists()
 
 
 def test_geotiff_needs_georeferencing(tmp_path):
-    store, _ = make_scene(tmp_path / "plain.zarr", 6, 6, None)
-    error = plot_error("gt", store.path, "--format", "tif", error=StoreError)
-    assert "georeferencing" in error.message and str(store.path) in error.message
+    store, truth = make_scene(tmp_path / "plain.zarr", 6, 6, None)
+    prediction = make_prediction(tmp_path, store, truth, model="plain", patch=3, seed=0, params=1, error=0.1,
+                                 embeddings=False, evaluated=False)
+    for kind, source in (("map", prediction), ("gt", store.path), ("uncertainty", prediction)):
+        error = plot_error(kind, source, "--format", "tif", error=StoreError)
+        assert "georeferencing" in error.message and str(store.path) in error.message and "PNG" in error.hint
+    assert not list(tmp_path.glob("*.tif"))

@@ -467,3 +467,15 @@ def test_geotiff_round_trip(tmp_path, cube):
     scene = read_scene(path)
     assert np.array_equal(scene.cube, cube) and scene.cube.dtype == np.int16
     assert scene.geo["transform"] == [30.0, 0.0, 500000.0, 0.0, -30.0, 4200000.0] and "32613" in scene.geo["crs"]
+
+
+@pytest.mark.parametrize("map_info, crs", [
+    ("{UTM, 1, 1, 500000.0, 4200000.0, 30.0, 30.0, 10, North, WGS-84, units=Meters}", "EPSG:32610"),
+    ("{UTM, 1, 1, 500000.0, 4200000.0, 30.0, 30.0, 5, South, WGS-84}", "EPSG:32705"),
+    ("{Geographic Lat/Lon, 1, 1, -122.5, 37.8, 0.001, 0.001, WGS-84}", "EPSG:4326"),
+    ("{UTM, 1, 1, 500000.0, 4200000.0, 30.0, 30.0, 10, North, NAD-27}", None),  # datum without an EPSG rule
+])
+def test_envi_map_info_without_coordinate_string_names_the_crs(tmp_path, cube, map_info, crs):
+    """As GDAL does: WGS-84 UTM zones and geographic WGS-84 map to their EPSG codes."""
+    header, _ = write_envi(tmp_path / "scene", cube, interleave="bsq", byte_order=0, extra=f"map info = {map_info}\n")
+    assert read_scene(header).geo["crs"] == crs

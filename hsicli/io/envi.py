@@ -221,7 +221,22 @@ def _geo(fields: dict[str, str]) -> dict | None:
                 size_x, 0.0, easting - (ref_x - 1.0) * size_x,
                 0.0, -size_y, northing + (ref_y - 1.0) * size_y,
             ]  # fmt: skip
+        geo["crs"] = geo["crs"] or _crs_from_map_info(items)
     return geo
+
+
+def _crs_from_map_info(items: list[str]) -> str | None:
+    """The EPSG code GDAL infers from a 'map info' without a coordinate system string: WGS-84
+    UTM zones (EPSG:326zz north, 327zz south) and geographic WGS-84 (EPSG:4326); None otherwise."""
+    words = [item.strip().lower() for item in items]
+    if "wgs-84" not in words:
+        return None
+    if words[0] == "geographic lat/lon":
+        return "EPSG:4326"
+    if words[0] == "utm" and len(words) > 8 and words[7].isdigit() and 1 <= int(words[7]) <= 60:
+        hemisphere = {"north": 326, "south": 327}.get(words[8])
+        return f"EPSG:{hemisphere}{int(words[7]):02d}" if hemisphere else None
+    return None
 
 
 def _float(text: str) -> float | None:

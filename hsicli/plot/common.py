@@ -52,10 +52,11 @@ STYLE = {
     "savefig.facecolor": "white",
 }
 
-# Inches: the width of one map panel, one legend row, and the room a panel title takes.
+# Inches: the width of one map panel, one legend row, and the room a one-line panel title takes.
 PANEL_WIDTH = 3.0
 LEGEND_ROW = 0.19
 TITLE_ROOM = 0.35
+TITLE_LINE = 0.16  # each further line of a 9 pt panel title
 ZOOM_EDGE = "#ffcc00"  # amber frames read on both the black background and white paper
 
 
@@ -238,21 +239,25 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(options: PlotOptions, default_size: tuple[float, float]) -> Figure:
-    """A headless figure with constrained layout, `--size` or the kind's default size."""
-    fig = Figure(figsize=options.size or default_size, layout="constrained")
+def new_figure(options: PlotOptions, default_size: tuple[float, float], layout: str = "constrained") -> Figure:
+    """A headless figure, `--size` or the kind's default size. Maps use the "compressed" layout:
+    plain constrained layout sizes the margins of fixed-aspect image axes before the aspect
+    shrinks them, which clipped two-line panel titles at the top of the figure."""
+    fig = Figure(figsize=options.size or default_size, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
-def map_panel_size(shape: tuple[int, int], panels: int, columns: int | None = None) -> tuple[float, float]:
-    """(figure width, height of the panel rows) in inches for `panels` maps of a (H, W) scene."""
+def map_panel_size(shape: tuple[int, int], panels: int, columns: int | None = None,
+                   title_lines: int = 1) -> tuple[float, float]:
+    """(figure width, height of the panel rows) in inches for `panels` maps of a (H, W) scene
+    whose titles span up to `title_lines` lines."""
     columns = columns or panels
     rows = math.ceil(panels / columns)
     panel = PANEL_WIDTH if columns <= 3 else 2.2
     # The image spans a little less than its panel (padding), hence the 0.1 inch.
     image_height = min(max((panel - 0.1) * shape[0] / shape[1], 1.2), 2.5 * panel)
-    return panel * columns, rows * (image_height + TITLE_ROOM)
+    return panel * columns, rows * (image_height + TITLE_ROOM + TITLE_LINE * (title_lines - 1))
 
 
 def show_image(ax, image: np.ndarray, title: str | None, zoom: Sequence[tuple[int, int, int, int]] = (), **kwargs):

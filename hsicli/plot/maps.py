@@ -30,6 +30,12 @@ ENTROPY_CMAP = "inferno"
 # Split codes 0..3: unused (and unlabelled), train, validation, test.
 SPLIT_COLORS = ("#d9d9d9", "#d62728", "#ff7f0e", "#1f77b4")
 SPLIT_NAMES = ("unused", "train", "validation", "test")
+MAP_LAYOUT = "compressed"  # constrained layout that packs fixed-aspect image panels (see new_figure)
+
+
+def _lines(titles) -> int:
+    """The most lines any panel title spans."""
+    return max((title.count("\n") + 1 for title in titles if title), default=1)
 
 
 def single(inputs: list[Path], kind: str, hint: str) -> Path:
@@ -125,11 +131,11 @@ def _scene_panels(kind: str, inputs: list[Path], options: PlotOptions) -> Figure
         scale = {"cmap": ENTROPY_CMAP, "vmin": 0.0, "vmax": math.log(max(len(source.names), 2))}
         panels.append((source.entropy(options.masked), "Uncertainty (entropy)", scale))
     with_legend = kind in ("map", "gt") or options.with_gt
-    width, height = map_panel_size(source.shape, len(panels))
+    width, height = map_panel_size(source.shape, len(panels), title_lines=_lines(t for _, t, _ in panels))
     width += 0.7 if kind == "uncertainty" else 0.0  # the colour bar
     if with_legend:
         height += legend_height(source.names, width)
-    fig = new_figure(options, (width, height))
+    fig = new_figure(options, (width, height), layout=MAP_LAYOUT)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (image, title, kwargs) in zip(axes, panels):
         handle = show_image(ax, image, title, options.zoom, **kwargs)
@@ -208,10 +214,10 @@ def split_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     leakage = layer.attrs.get("leakage") or {}
     if leakage.get("share") is not None:
         title += f"\nleakage at {leakage['patch']}×{leakage['patch']}: {100 * leakage['share']:.1f}% of test pixels"
-    width, height = map_panel_size(layer.data.shape, 1)
+    width, height = map_panel_size(layer.data.shape, 1, title_lines=_lines([title]))
     width = max(width, 3.6)
-    height += legend_height(labels, width) + 0.15
-    fig = new_figure(options, (width, height))
+    height += legend_height(labels, width)
+    fig = new_figure(options, (width, height), layout=MAP_LAYOUT)
     ax = fig.subplots()
     show_image(ax, colorize(layer.data, _split_palette(), source.store.path), title, options.zoom)
     add_legend(fig, [labels[c] for c in order], [SPLIT_COLORS[c] for c in order])
@@ -234,9 +240,9 @@ def split_raster(inputs: list[Path], options: PlotOptions) -> Raster:
 def _grid(options: PlotOptions, shape: tuple[int, int], panels: list[tuple[np.ndarray, str]],
           names: list[str], colors: list[str], columns: int) -> Figure:
     columns = min(columns, len(panels))
-    width, height = map_panel_size(shape, len(panels), columns)
+    width, height = map_panel_size(shape, len(panels), columns, title_lines=_lines(t for _, t in panels))
     height += legend_height(names, width)
-    fig = new_figure(options, (width, height))
+    fig = new_figure(options, (width, height), layout=MAP_LAYOUT)
     rows = math.ceil(len(panels) / columns)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (image, title) in zip(axes, panels):
