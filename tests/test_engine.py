@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from hsicli.data.patches import PatchSampler
 from hsicli.data.splits import TEST, TRAIN, UNUSED, VAL, stratified
 from hsicli.engine.predict import PredictOptions, predict
 from hsicli.engine.train import TrainOptions, train
-from hsicli.errors import HsiError, OutputExistsError
+from hsicli.errors import HsiError, OutputExistsError, UsageError
 from hsicli.models.registry import create_model
 from hsicli.store.checkpoint import load_arrays
 from hsicli.store.prediction import PredictionStore
@@ -251,7 +252,111 @@ def test_tiled_prediction_equals_whole_scene(monkeypatch, tmp_path, scene, hybri
     assert np.array_equal(stored.classes(), expected.argmax(-1) + 1)
 
 
+@pytest.mark.parametrize("pixels", ["labelled", "test"])
+def test_prediction_of_labelled_or_test_pixels_only(tmp_path, scene, hybrid_ckpt, pixels):
+    """`--pixels`: the chosen pixels as the whole-scene prediction has them, nothing elsewhere, and
+    the same metrics as the whole-scene store (which `hsi evaluate` reads at the test pixels only)."""
+    from hsicli.engine.evaluate import evaluate_prediction
+
+    whole_path = predict(hybrid_ckpt, PredictOptions(device="cpu", out=tmp_path / "all.zarr"), command="t").path
+    part_path = predict(hybrid_ckpt, PredictOptions(device="cpu", pixels=pixels, embeddings=True,
+                                                    out=tmp_path / f"{pixels}.zarr"), command="t").path
+    whole, part = PredictionStore.open(whole_path), PredictionStore.open(part_path)
+    gt = scene.gt()
+    chosen = gt > 0
+    if pixels == "test":
+        chosen &= scene.read_layer("splits", "s").data == TEST
+    assert chosen.any() and (pixels == "labelled" or chosen.sum() < (gt > 0).sum())
+    assert part.attrs["pixels"] == chosen.sum() and part.attrs["pixel_set"] == pixels
+    assert whole.attrs["pixels"] == gt.size and whole.attrs["pixel_set"] == "all"
+    assert np.array_equal(part.classes(), np.where(chosen, whole.classes(), 0))
+    np.testing.assert_allclose(part.probabilities()[chosen], whole.probabilities()[chosen], rtol=0, atol=1e-6)
+    assert not part.probabilities()[~chosen].any()
+    np.testing.assert_allclose(part.entropy()[chosen], whole.entropy()[chosen], rtol=1e-5, atol=1e-6)
+    assert np.isnan(part.entropy()[~chosen]).all()
+    index, _ = part.embeddings()
+    assert np.array_equal(index, np.flatnonzero(chosen))
+    assert evaluate_prediction(part_path)["oa"] == evaluate_prediction(whole_path)["oa"]
+
+
+def test_pixel_set_errors(tmp_path, scene, hybrid_ckpt):
+    with pytest.raises(UsageError, match="--pixels"):
+        predict(hybrid_ckpt, PredictOptions(device="cpu", pixels="some", out=tmp_path / "x.zarr"), command="t")
+    # Another scene (same bands and preprocessing) without the checkpoint's split "s".
+    other = SceneStore.create(
+        tmp_path / "other.zarr", cube=scene.cube(), gt=scene.gt(), rgb=np.zeros((*scene.shape[:2], 3), np.uint8),
+        attrs={"class_names": CLASS_NAMES, "class_colors": ["#ff0000", "#00ff00", "#0000ff"]},
+        transform={"offset": np.zeros(scene.shape[2], np.float32)}, transform_attrs={},
+    )
+    with pytest.raises(HsiError, match="split"):
+        predict(hybrid_ckpt, PredictOptions(device="cpu", store=other.path, pixels="test", out=tmp_path / "y.zarr"),
+                command="t")
+    labelled = predict(hybrid_ckpt, PredictOptions(device="cpu", store=other.path, pixels="labelled",
+                                                   out=tmp_path / "z.zarr"), command="t").path
+    assert PredictionStore.open(labelled).attrs["pixels"] == (scene.gt() > 0).sum()
+
+
+def test_litec2anet_prediction_through_its_pixel_stage(monkeypatch, tmp_path, scene):
+    """Lite-C2ANet's 1x1 reductions run once per scene pixel in `hsi predict`, its patches cut from
+    their output: the probabilities are those of the raw patches, across row blocks and borders."""
+    monkeypatch.setattr(predict_module, "ROW_BLOCK", 6)
+    cut_from = []  # channels of the maps the patches were cut from
+    original = predict_module.Classifier.predict
+
+    def spy(self, sampler, *args):
+        cut_from.append(sampler.bands)
+        return original(self, sampler, *args)
+
+    monkeypatch.setattr(predict_module.Classifier, "predict", spy)
+    checkpoint = train(scene.path, TrainOptions(model="litec2anet", model_args={"group_channels": 8}, epochs=2,
+                                                device="cpu", out=tmp_path / "lite.safetensors"), command="t").path
+    stored = PredictionStore.open(
+        predict(checkpoint, PredictOptions(device="cpu", batch_size=50, out=tmp_path / "lite.zarr"), command="t").path
+    )
+    model, meta = load_model(checkpoint)
+    assert model.pixel_stage is not None and meta["input"]["patch"] == 9
+    cube = scene.cube()
+    height, width, _ = cube.shape
+    rows, cols = np.divmod(np.arange(height * width), width)
+    patches = PatchSampler.from_cube(cube, 9).patches(rows, cols)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(patches).permute(0, 3, 1, 2)), 1).numpy()
+    np.testing.assert_allclose(stored.probabilities(), expected.reshape(height, width, -1), rtol=0, atol=1e-5)
+    assert cut_from == [model.width] * 4  # 4 row blocks, each cut from the D-channel stage output
+
+
 # -- training -------------------------------------------------------------------------------------
+
+
+FAULTS_PER_STEP = """
+import resource, torch
+from hsicli.engine.train import keep_freed_memory
+from hsicli.models import create_model
+
+keep_freed_memory()
+torch.set_num_threads(1)
+model = create_model("litec2anet", 204, 16)
+x, y = torch.randn(64, 204, 9, 9), torch.zeros(64, dtype=torch.long)
+
+def step():
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc's")
+def test_freed_activation_memory_is_reused_rather_than_faulted_in_again():
+    # A training step's activations take about 10,000 pages; glibc's defaults fault most of them
+    # in again at every step (about 3,800 faults here), reused blocks need next to none.
+    done = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1000
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path, scene):
@@ -266,12 +371,13 @@ def test_training_is_deterministic_for_a_seed(tmp_path, scene):
 
 
 def test_early_stopping_without_improvement(tmp_path, scene):
-    # lr 0: validation accuracy never improves on epoch 1, so patience 1 stops after epoch 2.
+    # lr 0: validation accuracy never improves on epoch 1, so patience 1 stops after epoch 2; the
+    # tie keeps the later epoch.
     result = train(scene.path, tiny_options(epochs=10, lr=0.0, patience=1, out=tmp_path / "e.safetensors"),
                    command="test")
     training = load_arrays(result.path)[1]["training"]
     assert [entry["epoch"] for entry in training["history"]] == [1, 2]
-    assert training["best_epoch"] == 1 and result.summary["best_epoch"] == 1
+    assert training["best_epoch"] == 2 and result.summary["best_epoch"] == 2
 
 
 def test_best_epochs_weights_are_kept(monkeypatch, tmp_path, scene):
@@ -297,6 +403,28 @@ def test_best_epochs_weights_are_kept(monkeypatch, tmp_path, scene):
     kept = model_arrays(stopped)
     assert all(np.array_equal(kept[k], epoch2[k]) for k in kept)
     assert not all(np.array_equal(kept[k], epoch4[k]) for k in kept)
+
+
+def test_ties_keep_the_later_epoch_and_do_not_reset_patience(monkeypatch, tmp_path, scene):
+    """With a few dozen validation pixels accuracies tie often; the later epoch is the better trained."""
+    def run(name: str, accuracies: list[float], patience: int | None) -> tuple[dict, dict]:
+        values = iter(accuracies)
+        monkeypatch.setattr(train_module, "evaluate_accuracy", lambda *args, **kwargs: next(values))
+        options = tiny_options(epochs=len(accuracies), patience=patience, lr=0.01, out=tmp_path / name)
+        path = train(scene.path, options, command="test").path
+        return load_arrays(path)[1]["training"], model_arrays(path)
+
+    # Epochs 2 and 3 tie at the best accuracy: epoch 3's weights are kept. The tie is no improvement,
+    # so patience 2 stops after epoch 4 (0.6), before epoch 5 (0.99) is reached.
+    training, kept = run("tie.safetensors", [0.5, 0.9, 0.9, 0.6, 0.99], 2)
+    assert [entry["val_accuracy"] for entry in training["history"]] == [0.5, 0.9, 0.9, 0.6]
+    assert training["best_epoch"] == 3 and training["best_val_accuracy"] == 0.9
+    # Training is deterministic per epoch: a 3-epoch run ends with epoch 3's weights, a 2-epoch one
+    # with epoch 2's, which differ.
+    _, epoch3 = run("epoch3.safetensors", [0.1, 0.2, 0.3], None)
+    _, epoch2 = run("epoch2.safetensors", [0.1, 0.2], None)
+    assert all(np.array_equal(kept[k], epoch3[k]) for k in kept)
+    assert not all(np.array_equal(kept[k], epoch2[k]) for k in kept)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

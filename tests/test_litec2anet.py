@@ -3,12 +3,14 @@ re-implementations of their equations, and the ablation switches of Table 6."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from hsicli.data.patches import PatchSampler
 from hsicli.errors import HsiError, UsageError
 from hsicli.models import create_model, get_model_spec
 from hsicli.models.complexity import count_macs, count_parameters
@@ -98,6 +100,93 @@ def test_group_interaction_reads_the_neighbouring_spectral_groups() -> None:
         torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float32))
 
 
+def reference_features(model: LiteC2ANet, x: torch.Tensor) -> torch.Tensor:
+    """The forward pass written out from the equations, one spectral group and one channel at a
+    time, on channel-major tensors; the module's layout tricks and fused ops must reproduce it."""
+    sgri, cpca, acsg = model.spectral, model.spatial, model.guidance
+    h, groups, width = sgri.half, sgri.groups, sgri.width
+    bands = x.shape[1]
+    x = x.contiguous()
+    reduced = []  # eqs. 4-6: adjacent groups of g_c bands (the last one shorter) -> g_c / 2 channels each
+    for j in range(groups):
+        weight = sgri.reduce_full.weight[j * h : (j + 1) * h] if (j + 1) * 2 * h <= bands else sgri.reduce_rest.weight
+        reduced.append(F.conv2d(x[:, j * 2 * h : (j + 1) * 2 * h], weight))
+    y = sgri.supplement(sgri.reduce_act(torch.cat(reduced, 1)))  # eq. 7
+    # Eqs. 8-9: output (i, j) sums the 3x3 convs of channel i of groups j-1, j, j+1 (edges repeated),
+    # each with its own weight (offset-major, then group-major target index).
+    mixed = []
+    for i in range(h):
+        for j in range(groups):
+            terms = [
+                F.conv2d(y[:, [min(max(j + o, 0), groups - 1) * h + i]],
+                         sgri.neighbour_conv.weight[[k * width + j * h + i]])
+                for k, o in enumerate((-1, 0, 1))
+            ]
+            mixed.append(terms[0] + terms[1] + terms[2])
+    f = sgri.interact_act(torch.cat(mixed, 1))  # (B, D, H, W)
+
+    def attention(pooled: torch.Tensor) -> torch.Tensor:  # eqs. 12-17 on (B, D, L)
+        parts = [F.conv1d(p, c.weight, c.bias, padding=c.kernel_size[0] // 2, groups=c.groups)
+                 for c, p in zip(cpca.convs, pooled.chunk(4, 1))]
+        return torch.sigmoid(cpca.norm(torch.cat(parts, 1)))
+
+    a = f * attention(f.mean(3)).unsqueeze(3) * attention(f.mean(2)).unsqueeze(2)  # eqs. 10-11, 18
+    tokens = a.flatten(2).transpose(1, 2)  # (B, N, D)
+    mid = f.shape[-1] // 2
+    centre = model.centre(f[:, :, mid, mid].unsqueeze(1)).squeeze(1)  # §3.3's refined centre
+    distance = torch.cdist(tokens, centre.unsqueeze(1)).squeeze(2)
+    cosine = F.cosine_similarity(tokens, centre.unsqueeze(1), dim=2, eps=1e-6)
+    lam = torch.sigmoid(acsg.mix)
+    s = lam * torch.softmax(1 / (1 + distance + acsg.eps), 1) + (1 - lam) * torch.softmax(cosine, 1)  # eqs. 19-20
+    return (tokens * s.unsqueeze(2) + tokens).mean(1)  # eq. 21, global average pooling
+
+
+@pytest.mark.parametrize(("bands", "patch"), [(44, 9), (48, 7)])
+def test_forward_and_gradients_match_the_equations_written_out(bands: int, patch: int) -> None:
+    """The optimised layers (shifted-map interaction, channels-last CPCA) against the plain formulation,
+    in training (batch statistics, running-stat updates, gradients) and in eval mode."""
+    torch.manual_seed(0)
+    model = LiteC2ANet(bands, 5)
+    with torch.no_grad():  # every parameter away from its initial value, so no term hides behind a 0 or 1
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    reference = copy.deepcopy(model)
+    x = torch.randn(6, patch, patch, bands).permute(0, 3, 1, 2)  # channels-last, as the sampler gives
+    y = torch.arange(6) % 5
+    features, expected = model.forward_features(x), reference_features(reference, x)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    F.cross_entropy(model.head(features), y).backward()
+    F.cross_entropy(reference.head(expected), y).backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), c in zip(model.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(b, c, msg=name)
+    model.eval(), reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), reference_features(reference, x), rtol=1e-5, atol=1e-5)
+
+
+def test_pixel_stage_patches_equal_raw_patches() -> None:
+    """Predicting from the per-pixel stage applied once to the scene gives the raw patches' outputs."""
+    torch.manual_seed(0)
+    model = LiteC2ANet(44, 5).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    cube = torch.randn(12, 10, 44)
+    rows, cols = torch.meshgrid(torch.arange(12), torch.arange(10), indexing="ij")
+    rows, cols = rows.flatten().numpy(), cols.flatten().numpy()
+    raw = torch.from_numpy(PatchSampler.from_cube(cube.numpy(), 9).patches(rows, cols)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        staged_cube = model.pixel_stage(cube.permute(2, 0, 1).unsqueeze(0))[0].permute(1, 2, 0)
+        assert staged_cube.shape == (12, 10, model.width)
+        staged = PatchSampler.from_cube(staged_cube.contiguous().numpy(), 9).patches(rows, cols)
+        expected = model(raw)
+        torch.testing.assert_close(model(torch.from_numpy(staged).permute(0, 3, 1, 2), staged=True), expected,
+                                   rtol=1e-5, atol=1e-5)
+    assert LiteC2ANet(44, 5, sgri=False).pixel_stage is None
+
+
 def test_coordinate_attention_matches_eqs_10_to_18() -> None:
     torch.manual_seed(0)
     cpca = CoordinateAttention(16)
@@ -106,7 +195,8 @@ def test_coordinate_attention_matches_eqs_10_to_18() -> None:
     f = torch.randn(2, 16, 7, 7)  # (B, D, H, W)
 
     def attention(pooled: torch.Tensor) -> torch.Tensor:  # (B, D, L)
-        parts = [conv(p) for conv, p in zip(cpca.convs, pooled.split(4, 1))]
+        parts = [F.conv1d(p, c.weight, c.bias, padding=c.kernel_size[0] // 2, groups=4)
+                 for c, p in zip(cpca.convs, pooled.split(4, 1))]
         return torch.sigmoid(cpca.norm(torch.cat(parts, 1)))
 
     a_h = attention(f.mean(3)).unsqueeze(3)  # pooled along W

@@ -202,6 +202,9 @@ def test_predict_tiles_give_the_whole_scene_patches(tmp_path, monkeypatch):
                 "training": {},
             }
 
+        def rows_reader(self, read_rows):  # no per-pixel stage: patches of the cube itself
+            return read_rows
+
         def predict(self, sampler, rows, cols, embed):
             seen.append(sampler.patches(rows, cols))
             probabilities = np.full((rows.size, 2), 0.5, dtype=np.float32)

@@ -248,6 +248,20 @@ def test_prediction_without_probabilities_is_an_error(run, tmp_path):
     assert bad_tau.exit_code == 1 and "--tau" in bad_tau.stderr
 
 
+def test_prediction_of_some_pixels_only_is_an_error(run, tmp_path):
+    """`hsi predict --pixels labelled|test` leaves the other pixels' probabilities at 0."""
+    store = make_scene(tmp_path / "some.zarr")
+    path = tmp_path / "some.pred.zarr"
+    attrs = {"split": "s", "scene_store": store.describe(), "checkpoint": {"path": "x", "sha256": "0" * 64},
+             "pixel_set": "labelled"}
+    with PredictionStore.build(path, height=10, width=8, n_classes=3, probabilities=True, attrs=attrs) as writer:
+        writer.write_rows(0, np.ones((10, 8), np.uint16), np.full((10, 8, 3), 1 / 3, np.float32),
+                          np.zeros((10, 8), np.float32))
+    result = run(str(path))
+    assert result.exit_code == 1 and "labelled pixels" in result.stderr and "--pixels all" in result.stderr
+    assert not [layer for layer in (tmp_path / "some.zarr").glob("labels/*") if layer.is_dir()]
+
+
 def test_iterations_run_the_loop_and_keep_every_round(run, tmp_path):
     """--iterations 2: pseudolabel → train from the previous weights → predict, twice; prints the
     last prediction; τ2 grows by ζ; every round's layer, checkpoint and prediction stay on disk."""

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from hsicli.data.splits import stratified
+import hsicli.engine.train as train_module
 from hsicli.engine.train import TrainOptions, resume_path, train
 from hsicli.errors import StoreError
 from hsicli.store.checkpoint import load_arrays
@@ -145,8 +146,9 @@ def test_interrupted_in_process_and_resumed(tmp_path, scene, uninterrupted):
 
 
 def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
-    # lr 0: no improvement after epoch 1, so patience 1 stops after epoch 2. A run killed after
-    # epoch 2's state was written, but before the checkpoint, must not train a third epoch.
+    # lr 0: no improvement after epoch 1 (epoch 2 ties, which keeps epoch 2 as the best but is no
+    # improvement), so patience 1 stops after epoch 2. A run killed after epoch 2's state was
+    # written, but before the checkpoint, must not train a third epoch.
     early = dict(lr=0.0, patience=1, epochs=10, batch_size=64)
     whole = train(scene.path, options(tmp_path / "whole.safetensors", **early), command="test").path
     out = tmp_path / "early.safetensors"
@@ -158,9 +160,42 @@ def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
     with pytest.raises(Interrupted):
         train(scene.path, options(out, **early), command="test", on_epoch=stop_after_second)
     train(scene.path, options(out, resume=True, **early), command="test")
-    history = load_arrays(out)[1]["training"]["history"]
-    assert [entry["epoch"] for entry in history] == [1, 2]
-    assert [entry["epoch"] for entry in load_arrays(whole)[1]["training"]["history"]] == [1, 2]
+    for checkpoint in (out, whole):
+        training = load_arrays(checkpoint)[1]["training"]
+        assert [entry["epoch"] for entry in training["history"]] == [1, 2]
+        assert training["best_epoch"] == 2
+
+
+def test_resume_between_tied_epochs_keeps_the_tie_rule(monkeypatch, tmp_path, scene):
+    """Best epoch and patience survive the state file: ties keep the later epoch without resetting
+    patience, whether or not the run was interrupted between them."""
+    accuracies = [0.5, 0.8, 0.8, 0.8, 0.9, 0.9]  # patience 2 stops after epoch 4; best is epoch 4
+    tied = dict(patience=2, batch_size=64)
+
+    def scripted() -> None:
+        values = iter(accuracies)
+        monkeypatch.setattr(train_module, "evaluate_accuracy", lambda *args, **kwargs: next(values))
+
+    scripted()
+    whole = train(scene.path, options(tmp_path / "whole.safetensors", **tied), command="test").path
+    out = tmp_path / "tied.safetensors"
+
+    def stop_after_third(entry):
+        if entry["epoch"] == 3:
+            raise Interrupted
+
+    scripted()
+    with pytest.raises(Interrupted):
+        train(scene.path, options(out, **tied), command="test", on_epoch=stop_after_third)
+    accuracies[:3] = []  # the resumed run validates epochs 4 onwards
+    scripted()
+    train(scene.path, options(out, resume=True, **tied), command="test")
+    for checkpoint in (out, whole):
+        training = load_arrays(checkpoint)[1]["training"]
+        assert [entry["val_accuracy"] for entry in training["history"]] == [0.5, 0.8, 0.8, 0.8]
+        assert training["best_epoch"] == 4
+    resumed, uninterrupted = load_arrays(out)[0], load_arrays(whole)[0]
+    assert all(np.array_equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
 
 def _interrupt(scene: SceneStore, out: Path) -> Path:

@@ -25,6 +25,11 @@ def predict(
     probabilities: Annotated[
         bool, typer.Option("--probabilities/--no-probabilities", help="Store per-class probabilities.")
     ] = True,
+    pixels: Annotated[
+        str,
+        typer.Option("--pixels", help="Pixels to classify: all, labelled (ground truth > 0) or test (the labelled "
+                                      "test pixels of the checkpoint's split); the others get class 0."),
+    ] = "all",
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     amp: AmpOpt = False,
@@ -57,7 +62,7 @@ def predict(
     log = Log(quiet)
     path = read_input_path(checkpoint, "checkpoint")
     options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
-                             probabilities=probabilities, device=device, threads=threads, amp=amp,
+                             probabilities=probabilities, pixels=pixels, device=device, threads=threads, amp=amp,
                              overwrite=overwrite, init=init, shard=shard, finalize=finalize)
     with log.progress("rows predicted") as update:
         result = run_prediction(path, options, command=command_line(), on_message=log.info, on_progress=update)

@@ -2,7 +2,12 @@
 
 Memory is bounded by one tile of rows (plus the patch margin), never by the scene: rows are read
 from the store's chunks, reflect-padded exactly as the training sampler pads the whole cube, and
-the results written before the next tile is read.
+the results written before the next tile is read. A model whose leading layers see one pixel at a
+time (`pixel_stage`, e.g. Lite-C2ANet's 1x1 group reductions) has them applied to the rows once,
+and its patches cut from their output, instead of once per patch containing a pixel.
+
+`--pixels labelled` or `test` classifies only the labelled pixels of the scene, or the labelled
+test pixels of the checkpoint's split; the others keep class 0, probabilities 0 and entropy NaN.
 
 Sharded (hsicli.engine.shards): `--init` creates the complete, empty store marked incomplete;
 `--shard I/N` predicts the row blocks of shard I into it, exactly as the unsharded loop would
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
+from hsicli.data.splits import TEST
 from hsicli.engine import shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, StoreError, UsageError
@@ -42,6 +48,7 @@ class PredictOptions:
     batch_size: int | None = None
     embeddings: bool = False
     probabilities: bool = True
+    pixels: str = "all"  # "all", "labelled" or "test": which pixels to classify (PIXEL_SETS)
     device: str = "auto"
     threads: int | None = None
     amp: bool = False
@@ -49,6 +56,9 @@ class PredictOptions:
     init: bool = False  # create the empty store for sharded prediction
     shard: str | None = None  # "I/N" or "slurm": predict that shard's rows into the initialised store
     finalize: bool = False  # check that every shard finished; write the final attributes
+
+
+PIXEL_SETS = ("all", "labelled", "test")
 
 
 @dataclass
@@ -71,6 +81,7 @@ class Classifier:
         hyper = self.meta["training"].get("hyper", {})
         self.batch_size = options.batch_size or int(hyper.get("eval_batch_size", 256))
         self.options = options
+        self.pixel_stage = None  # the model's per-pixel leading layers, if it has them
         if self.spec.kind == "spectral":
             from hsicli.models.classical import estimator_from_arrays
 
@@ -88,46 +99,72 @@ class Classifier:
         else:
             import torch
 
-            from hsicli.engine.train import load_weights, select_device
+            from hsicli.engine.train import keep_freed_memory, load_weights, select_device
 
             if options.threads:
                 torch.set_num_threads(options.threads)
             self.device = select_device(options.device)
+            keep_freed_memory()
             self.model = create_model(self.spec.name, self.bands, self.n_classes, **self.meta["model_args"])
             load_weights(self.model, arrays, "model.", self.path)
             self.model.to(self.device).eval()
+            self.pixel_stage = getattr(self.model, "pixel_stage", None)
         if options.embeddings and not hasattr(getattr(self, "model", None), "forward_features"):
             raise HsiError(f"model {self.spec.name} has no embedding to export", hint="drop --embeddings")
 
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        return (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.options.amp
+                else contextlib.nullcontext())
+
+    def rows_reader(self, read_rows: Callable[[slice], np.ndarray]) -> Callable[[slice], np.ndarray]:
+        """`read_rows` (scene rows (r, W, T)) as the model's patches are cut from: through the
+        model's pixel stage when it has one, so that each pixel passes it once."""
+        stage = self.pixel_stage
+        if stage is None:
+            return read_rows
+        import torch
+
+        def staged(rows: slice) -> np.ndarray:
+            block = torch.from_numpy(read_rows(rows)).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                # (1, T, r, W) channels-last: all the rows' pixels in one pass.
+                out = stage(block.unsqueeze(0).permute(0, 3, 1, 2))
+            return out[0].permute(1, 2, 0).float().cpu().numpy()
+
+        return staged
+
     def predict(self, sampler: PatchSampler, rows: np.ndarray, cols: np.ndarray,
                 embed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(class index (N,), probabilities (N, C), embeddings of pixels where `embed`)."""
+        """(class index (N,), probabilities (N, C), embeddings of pixels where `embed`).
+
+        `sampler` cuts from the rows `rows_reader` returns."""
         if self.spec.kind == "spectral":
             x = sampler.centres(rows, cols)
             # An SVM's map comes from its own decision (one-vs-one votes), not argmax of probabilities.
             probabilities = np.zeros((rows.size, self.n_classes), dtype=np.float32)
             probabilities[:, self.classes] = self.estimator.predict_proba(x)
             return self.estimator.predict(x).astype(np.int64), probabilities, None
-        import contextlib
-
         import torch
 
         from hsicli.engine.train import centre_logits
 
-        autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.options.amp
-                    else contextlib.nullcontext())
+        staged = {"staged": True} if self.pixel_stage is not None else {}
         probabilities = np.empty((rows.size, self.n_classes), dtype=np.float32)
         features = []
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._autocast():
             for start in range(0, rows.size, self.batch_size):
                 sl = slice(start, start + self.batch_size)
                 x = torch.from_numpy(sampler.patches(rows[sl], cols[sl])).permute(0, 3, 1, 2).to(self.device)
                 if self.options.embeddings:
-                    feats = self.model.forward_features(x)
+                    feats = self.model.forward_features(x, **staged)
                     logits = self.model.forward_head(feats)
                     features.append(feats[torch.from_numpy(embed[sl]).to(self.device)].float().cpu().numpy())
                 else:
-                    logits = self.model(x)
+                    logits = self.model(x, **staged)
                 logits = centre_logits(self.spec.kind, logits)
                 probabilities[sl] = torch.softmax(logits.float(), dim=1).cpu().numpy()
         embedded = np.concatenate(features) if features else None
@@ -180,17 +217,24 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     if steps and options.embeddings:
         raise UsageError("--embeddings is not available for sharded prediction",
                          hint="predict the scene in one run to export embeddings")
+    if options.pixels not in PIXEL_SETS:
+        raise UsageError(f"--pixels must be one of {', '.join(PIXEL_SETS)}, got {options.pixels!r}",
+                         hint="all: the whole scene; labelled: pixels with a label; test: the split's test pixels")
     classifier = Classifier(checkpoint, options)
     store, own = open_scene_for(classifier, options.store)
     store.verify()
     height, width, _ = store.shape
+    selection = pixel_selection(store, options.pixels, classifier, own)
     out = Path(options.out) if options.out else default_prediction_path(Path(checkpoint), store, own)
     out = out.absolute()
     checkpoint_record = describe_file(Path(checkpoint))
-    key = hashlib.sha256(json.dumps([checkpoint_record["sha256"], store.fingerprint, options.probabilities,
-                                     options.embeddings, options.amp]).encode()).hexdigest()
+    request = [checkpoint_record["sha256"], store.fingerprint, options.probabilities, options.embeddings, options.amp]
+    if options.pixels != "all":  # so that whole-scene stores made before --pixels existed stay up to date
+        request.append(options.pixels)
+    key = hashlib.sha256(json.dumps(request).encode()).hexdigest()
     attrs = {
         "request_key": key,
+        "pixel_set": options.pixels,
         "model": classifier.spec.name,
         "class_names": classifier.meta["class_names"],
         "class_colors": classifier.meta["class_colors"],
@@ -201,7 +245,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         "labels": classifier.meta["training"].get("labels"),
     }
     if steps:
-        return _sharded_step(out, attrs, classifier, store, options, command, on_progress, on_message)
+        return _sharded_step(out, attrs, classifier, store, selection, options, command, on_progress, on_message)
     if up_to_date(out, key, lambda p: PredictionStore.open(p).attrs.get("request_key"), options.overwrite):
         on_message(f"{out} is up to date (same checkpoint, scene and options)")
         return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
@@ -209,45 +253,82 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
                                probabilities=options.probabilities, attrs=attrs,
                                overwrite=options.overwrite) as writer:
-        embedded_index, embedded = _predict_rows(classifier, store, writer, 0, height, options.amp, on_progress)
+        embedded_index, embedded = _predict_rows(classifier, store, writer, 0, height, selection, options.amp,
+                                                 on_progress)
         seconds = round(time.perf_counter() - started, 3)
         if options.embeddings:
             writer.write_embeddings(np.concatenate(embedded_index), np.concatenate(embedded))
-        writer.update_attrs({"inference_seconds": seconds, "pixels": height * width,
+        pixels = int(selection.sum())
+        writer.update_attrs({"inference_seconds": seconds, "pixels": pixels,
                              "provenance": record(command, {"checkpoint": checkpoint_record,
                                                             "store": store.describe()})})
-    on_message(f"predicted {height * width} pixels in {seconds:.2f} s")
+    on_message(f"predicted {pixels} pixels in {seconds:.2f} s")
     return PredictResult(out, {"inference_seconds": seconds})
 
 
-def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int, stop: int, amp: bool,
-                  on_progress: Callable[[int, int], None]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Predict scene rows [start, stop) block by block into `writer`; the embeddings of labelled
-    pixels (flat pixel indices and features) when the classifier exports them."""
+def pixel_selection(store: SceneStore, pixels: str, classifier: Classifier, own: bool) -> np.ndarray:
+    """(H, W) mask of the pixels `--pixels` asks for: all, labelled, or the labelled test pixels
+    of the split the checkpoint was trained on (as `hsi evaluate` scores them)."""
+    if pixels == "all":
+        return np.ones(store.shape[:2], dtype=bool)
+    labelled = store.gt() > 0
+    if pixels == "labelled":
+        return labelled
+    split = classifier.meta["training"].get("split")
+    if not split or split not in store.layer_names("splits"):
+        raise StoreError(
+            f"--pixels test needs the split {classifier.path.name} was trained on ({split or 'none recorded'}), "
+            f"and {store.path} has no such split",
+            hint="predict --pixels labelled or all, or add the split to the store",
+        )
+    recorded = classifier.meta["training"].get("split_fingerprint")
+    if own and recorded and store.layer_attrs("splits", split).get("fingerprint") != recorded:
+        raise StoreError(
+            f"split {split!r} of {store.path} was written again since {classifier.path.name} was trained on it",
+            hint="its test pixels may include training pixels: train again, or predict --pixels labelled",
+        )
+    return labelled & (store.read_layer("splits", split).data == TEST)
+
+
+def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int, stop: int, selection: np.ndarray,
+                  amp: bool, on_progress: Callable[[int, int], None]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Predict the `selection` pixels of scene rows [start, stop) block by block into `writer` (class 0,
+    probabilities 0 and entropy NaN elsewhere); the embeddings of the labelled ones (flat pixel indices
+    and features) when the classifier exports them."""
     height, width, _ = store.shape
     gt = store.gt()
     aux_bands = getattr(getattr(classifier, "model", None), "aux_bands", 0)
+    read_rows = classifier.rows_reader(store.cube)
     embedded_index, embedded = [], []
     for top in range(start, stop, ROW_BLOCK):
         bottom = min(top + ROW_BLOCK, stop)
-        embed = gt[top:bottom].ravel() > 0
-        if classifier.spec.kind == "segmenter":
+        shape = (bottom - top, width)
+        rows, cols = np.nonzero(selection[top:bottom])
+        embed = gt[top:bottom][rows, cols] > 0
+        features = None
+        if rows.size == 0:
+            probabilities = np.zeros((0, classifier.n_classes), dtype=np.float32)
+            index = np.zeros(0, dtype=np.int64)
+        elif classifier.spec.kind == "segmenter":
             # Overlapping windows blended smoothly; each block reads the halo its windows need.
             probabilities = predict_windows(
                 classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,
                 top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
                 batch_size=classifier.batch_size, device=classifier.device, amp=amp,
-            ).reshape(-1, classifier.n_classes)
-            index, features = probabilities.argmax(1), None
+            )[rows, cols]
+            index = probabilities.argmax(1)
         else:
-            sampler = block_sampler(store.cube, height, width, top, bottom, classifier.patch)
-            rows, cols = np.divmod(np.arange((bottom - top) * width), width)
+            sampler = block_sampler(read_rows, height, width, top, bottom, classifier.patch)
             index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
-        shape = (bottom - top, width)
-        writer.write_rows(top, (index + 1).reshape(shape).astype(np.uint16),
-                          probabilities.reshape(*shape, -1), _entropy(probabilities).reshape(shape))
+        classes = np.zeros(shape, dtype=np.uint16)
+        classes[rows, cols] = index + 1
+        block_probabilities = np.zeros((*shape, classifier.n_classes), dtype=np.float32)
+        block_probabilities[rows, cols] = probabilities
+        entropy = np.full(shape, np.nan, dtype=np.float32)
+        entropy[rows, cols] = _entropy(probabilities)
+        writer.write_rows(top, classes, block_probabilities, entropy)
         if features is not None:
-            embedded_index.append(top * width + np.flatnonzero(embed))
+            embedded_index.append((top + rows[embed]) * width + cols[embed])
             embedded.append(features)
         on_progress(bottom - start, stop - start)
     return embedded_index, embedded
@@ -256,7 +337,7 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
 # -- sharded prediction ---------------------------------------------------------------------------
 
 
-def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, store: SceneStore,
+def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, store: SceneStore, selection: np.ndarray,
                   options: PredictOptions, command: str, on_progress, on_message) -> PredictResult:
     """`--init`, `--shard I/N` or `--finalize`: the steps of one prediction store filled by N tasks."""
     height, width, _ = store.shape
@@ -288,13 +369,13 @@ def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, stor
         with write_lock(out):
             shards.begin(out, shard)
         started = time.perf_counter()
-        _predict_rows(classifier, store, prediction.writer(), start, stop, options.amp, on_progress)
+        _predict_rows(classifier, store, prediction.writer(), start, stop, selection, options.amp, on_progress)
         seconds = round(time.perf_counter() - started, 3)
         with write_lock(out):
             shards.finish(out, shard, (start, stop), {"inference_seconds": seconds, "host": socket.gethostname(),
                                                       "slurm_job": shards.slurm_job(), "time": now(),
                                                       "command": command})
-        on_message(f"shard {shard}: predicted rows {start}-{stop - 1} ({(stop - start) * width} pixels) in "
+        on_message(f"shard {shard}: predicted rows {start}-{stop - 1} ({int(selection[start:stop].sum())} pixels) in "
                    f"{seconds:.2f} s" if stop > start else f"shard {shard}: no rows (more shards than row blocks)")
         return PredictResult(out, {"shard": str(shard), "rows": [start, stop], "inference_seconds": seconds})
     with write_lock(out):
@@ -303,7 +384,7 @@ def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, stor
         prediction.writer().update_attrs({
             "complete": True,
             "inference_seconds": seconds,
-            "pixels": height * width,
+            "pixels": int(selection.sum()),
             "shards": [{k: m[k] for k in ("index", "count", "rows", "inference_seconds", "host", "slurm_job")}
                        for m in markers],
             "provenance": record(command, {"checkpoint": attrs["checkpoint"], "store": store.describe()}),

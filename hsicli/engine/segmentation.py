@@ -262,6 +262,9 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str) 
         raise HsiError(f"--tau must lie in [0, 1], got {options.tau}", hint="the paper uses 0.7-0.9")
     tau = round_tau(options.tau, options.zeta, options.round)
     pred = PredictionStore.open(Path(prediction))
+    if pred.attrs.get("pixel_set", "all") != "all":  # its unclassified pixels would skew μ and σ
+        raise StoreError(f"{pred.path} classifies only the {pred.attrs['pixel_set']} pixels; pseudo-labels "
+                         "need every pixel's probabilities", hint="predict again with --pixels all")
     probabilities = pred.probabilities()
     if probabilities is None:
         raise StoreError(f"{pred.path} holds no class probabilities",

@@ -12,6 +12,7 @@ the next batch and exits with code 75, resumable from the last finished epoch (h
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -304,6 +305,28 @@ def select_device(requested: str):
     return torch.device(requested)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MMAP_THRESHOLD = 32 << 20  # the ceiling of glibc's own adaptive threshold on 64-bit systems
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed blocks of up to 32 MB for reuse instead of returning them at once.
+
+    PyTorch's CPU tensors come straight from malloc, and by default glibc serves large blocks
+    from fresh mappings and trims the heap's free top, so each batch's activations are
+    page-faulted in anew: 1.4 to 3 million faults in a Lite-C2ANet training on Salinas (about
+    a tenth of its time, varying from run to run), 0.12 million with this. Larger blocks (a
+    whole cube) still go back when freed. Process-wide and idempotent; nothing happens without
+    glibc (macOS, musl).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
 def build_optimizer(parameters, hyper: TrainDefaults):
     import torch
 
@@ -461,6 +484,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
 
     if options.threads:
         torch.set_num_threads(options.threads)
+    keep_freed_memory()
     device = distributed.rank_device(select_device(options.device), world)
     torch.manual_seed(options.seed)
     model = create_model(spec.name, store.shape[2], store.n_classes, **options.model_args).to(device)
@@ -548,13 +572,14 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
             **(model.history_extras() if hasattr(model, "history_extras") else {}),
         }
         history.append(entry)
-        # Best epoch by validation accuracy; without validation pixels, the last epoch.
+        # Best epoch by validation accuracy, the later of tied epochs (a few dozen validation
+        # pixels tie often, and the earlier epoch is the less trained); without validation
+        # pixels, the last epoch. Patience counts epochs without a strict improvement.
         score = val_acc if val_acc is not None else float(epoch)
-        if score > best["val"]:
-            best.update(epoch=epoch, val=score, bad_epochs=0)
+        best["bad_epochs"] = 0 if score > best["val"] else best["bad_epochs"] + 1
+        if score >= best["val"]:
+            best.update(epoch=epoch, val=score)
             best["weights"] = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-        else:
-            best["bad_epochs"] += 1
         stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
         if world.is_main:
             _write_state(state_file, model, optimizer, best, history, epoch, run_key, stop)

@@ -18,8 +18,9 @@ groups and D = G^ * g_c / 2 channels:
    the i-th reduced channel of every spectral group (Q^ in R^{g_c/2 x G^ x H x W}); inside each
    new group a 3x3 convolution (no padding, 9x9 -> 7x7) whose output for spectral group j
    reads groups j-1, j, j+1 (edge groups repeated). BN + ReLU. Output order is Q^'s. It runs
-   as one depth-wise conv over the three shifted copies of X_r, summed, channels-last: the
-   same weights and MACs as a grouped conv with 3 inputs per output, several times faster.
+   as three depth-wise convs, over X_r and over X_r shifted one group up and down (the same
+   weights and MACs as a grouped conv with 3 inputs per output, several times faster, or one
+   depth-wise conv over the three stacked maps, twice as fast).
 4. CPCA (eqs. 10-18): average pooling along W and along H; the D channels split in four
    sub-features with depth-wise 1-D kernels 1/3/5/7 (with bias) shared by both directions;
    GroupNorm(4, D); sigmoid; A_spa = A_h * A_w * F_spe.
@@ -65,6 +66,12 @@ Parameters (exact, from `count_parameters`) and MACs per 9x9 sample (`count_macs
 (D = 56 / 104 / 136.) MACs count conv and linear multiply-accumulates over all output
 positions, zero padding included, as thop and ptflops do (see `hsicli.models.complexity`).
 
+Speed (the model is tiny, so per-operator overheads and memory layout decide): the map stays
+channels-last from the patch sampler to the classifier, channel shuffles run on its contiguous
+(B, H, W, D) view, and the layers match a plain formulation of the equations (tests). In
+`hsi predict` the 1x1 reductions run once per scene pixel (`pixel_stage`), not once per patch.
+Validation and prediction batches of 64 beat larger ones on a CPU (the activations stay in cache).
+
 Ablations (Table 6), as keyword arguments of the builder (`--model-args`):
 - `sgri=False`: SGRI replaced by one standard 3x3 conv C -> D (no padding, so the map is
   7x7 as with SGRI) + BN + ReLU.
@@ -78,9 +85,11 @@ Ablations (Table 6), as keyword arguments of the builder (`--model-args`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError, UsageError
@@ -95,10 +104,34 @@ def _bn_relu(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
+class NeighbourConv(nn.Conv2d):
+    """Eq. 9's per-group 3x3 convolutions as three depth-wise convs, one per neighbour offset.
+
+    The weight is that of a depth-wise conv over 3 D channels, offset-major (spectral group
+    j-1, j, j+1; then the target channel in group-major order). `forward` takes the three
+    (B, D, H, W) maps whose channel (j, i) holds channel i of group j-1, j and j+1 and sums
+    their depth-wise convs: the same weights and MACs as one conv over the 3 D stacked maps,
+    which takes about twice as long, forward and backward.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__(3 * width, 3 * width, 3, groups=3 * width, bias=False)
+        self.width = width
+
+    def forward(self, neighbours: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        previous, own, following = (
+            F.conv2d(x, weight, groups=self.width) for x, weight in zip(neighbours, self.weight.chunk(3))
+        )
+        return previous + own + following
+
+
 class SpectralGroupReduction(nn.Module):
     """SGRI (§3.2): group reduction (eqs. 4-7) and group interaction (eqs. 8-9).
 
     Works channels-last throughout; returns (B, D, H-2, W-2) in eq. 8's regrouped order.
+    Channel shuffles run on the contiguous (B, H, W, D) view: `torch.cat` and slicing along
+    its last axis are plain copies, along dim 1 of the channels-last (B, D, H, W) view strided
+    gathers 2-3 times slower.
     """
 
     def __init__(self, bands: int, group_channels: int) -> None:
@@ -117,32 +150,46 @@ class SpectralGroupReduction(nn.Module):
             nn.Conv2d(self.width, self.width, 3, padding=1, groups=self.width // _SUPPLEMENT_GROUP, bias=False),
             _bn_relu(self.width),
         )
-        # Eq. 9 as three depth-wise 3x3 convs, one per neighbour offset, summed afterwards.
-        self.neighbour_conv = nn.Conv2d(3 * self.width, 3 * self.width, 3, groups=3 * self.width, bias=False)
+        self.neighbour_conv = NeighbourConv(self.width)
         self.interact_act = _bn_relu(self.width)
 
-    def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        """Eqs. 4-7: X_r, channels in spectral-group-major order (group j, channel i)."""
+    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """Eqs. 4-6 with BN + ReLU, each pixel on its own (1x1 convs): (B, D, H, W), group-major."""
         parts = []
-        if self.reduce_full is not None:
-            parts.append(self.reduce_full(x[:, : self.full_bands]))
-        if self.reduce_rest is not None:
-            parts.append(self.reduce_rest(x[:, self.full_bands :]))
-        return self.supplement(self.reduce_act(torch.cat(parts, 1) if len(parts) > 1 else parts[0]))
+        groups = ((self.reduce_full, slice(0, self.full_bands)), (self.reduce_rest, slice(self.full_bands, None)))
+        for conv, bands in groups:
+            if conv is not None:
+                # Channel slices of a channels-last map are strided; copied here once, the copies are
+                # what autograd keeps for the weight gradients (the conv would copy again in backward).
+                parts.append(conv(x[:, bands].contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1))
+        return self.reduce_act((torch.cat(parts, 3) if len(parts) > 1 else parts[0]).permute(0, 3, 1, 2))
 
     def interact(self, y: torch.Tensor) -> torch.Tensor:
         """Eqs. 8-9: output channel i * G^ + j mixes channel i of spectral groups j-1, j, j+1."""
-        # In group-major order the neighbouring groups are shifts by g_c/2 channels; the
-        # edge groups are repeated so that every weight sees data.
+        # In group-major order the neighbouring groups are shifts by g_c/2 channels; the edge
+        # groups are repeated so that every weight sees data.
         h = self.half
-        neighbours = torch.cat([y[:, :h], y[:, :-h], y, y[:, h:], y[:, -h:]], 1)
-        z = self.neighbour_conv(neighbours).permute(0, 2, 3, 1)  # (b, h', w', 3 D)
-        z = z.unflatten(3, (3, self.width)).sum(3)
+        yl = y.permute(0, 2, 3, 1)
+        previous = torch.cat([yl[..., :h], yl[..., :-h]], 3).permute(0, 3, 1, 2)
+        following = torch.cat([yl[..., h:], yl[..., -h:]], 3).permute(0, 3, 1, 2)
+        z = self.neighbour_conv([previous, y, following]).permute(0, 2, 3, 1)
         z = z.unflatten(3, (self.groups, h)).transpose(3, 4).flatten(3)  # eq. 8's order (i, j)
         return self.interact_act(z.permute(0, 3, 1, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.interact(self.reduce(x))
+    def forward(self, x: torch.Tensor, *, staged: bool = False) -> torch.Tensor:
+        """X -> eq. 9's map; `staged`: x is `pointwise`'s output already."""
+        return self.interact(self.supplement(x if staged else self.pointwise(x)))
+
+
+class RowConv(nn.Conv1d):
+    """A Conv1d applied to a (N, C, 1, L) channels-last map as the equivalent (1, k) conv2d.
+
+    CPCA's pooled strips come channels-last; a Conv1d on (N, C, L) would first copy them to
+    channel-major order and back, which costs more than the convolution.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return F.conv2d(x, self.weight.unsqueeze(2), self.bias, padding=(0, self.padding[0]), groups=self.groups)
 
 
 class CoordinateAttention(nn.Module):
@@ -151,15 +198,19 @@ class CoordinateAttention(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         split = width // len(_CPCA_KERNELS)
-        self.convs = nn.ModuleList(nn.Conv1d(split, split, k, padding=k // 2, groups=split) for k in _CPCA_KERNELS)
+        self.convs = nn.ModuleList(RowConv(split, split, k, padding=k // 2, groups=split) for k in _CPCA_KERNELS)
         self.norm = nn.GroupNorm(4, width)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         b = t.shape[0]
-        pooled = torch.cat([t.mean(2), t.mean(1)], 0).transpose(1, 2).contiguous()  # eqs. 10-11
+        # (2b, D, 1, n) channels-last: the strips pooled along W (eq. 10) and along H (eq. 11).
+        pooled = torch.cat([t.mean(2), t.mean(1)], 0).transpose(1, 2).unsqueeze(2)
         parts = pooled.chunk(len(self.convs), 1)  # eqs. 12-13
-        mixed = torch.cat([conv(p) for conv, p in zip(self.convs, parts)], 1)  # eqs. 14-15
-        att = torch.sigmoid(self.norm(mixed)).transpose(1, 2)  # eqs. 16-17: (2b, n, d)
+        mixed = torch.cat([conv(p).permute(0, 2, 3, 1) for conv, p in zip(self.convs, parts)], 3)  # eqs. 14-15
+        att = torch.sigmoid(self.norm(mixed.squeeze(1).transpose(1, 2)))  # eqs. 16-17: (2b, d, n)
+        # Contiguous along D again: with a strided inner axis the products below run unvectorised,
+        # 2-4 times slower forward and backward than with this copy of the small strips.
+        att = att.transpose(1, 2).contiguous()
         return t * att[:b].unsqueeze(2) * att[b:].unsqueeze(1)  # eq. 18
 
 
@@ -234,7 +285,19 @@ class LiteC2ANet(nn.Module):
         self.guidance = CentralSimilarityGuidance() if acsg else None
         self.head = nn.Linear(width, classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def pixel_stage(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The leading layers that see one pixel at a time (SGRI's 1x1 reductions with BN and
+        ReLU), as a map (N, C, H, W) -> (N, D, H, W); None for the `sgri=False` ablation.
+
+        In eval mode, patches cut from the stage's output over a whole scene, passed with
+        `staged=True`, give what the raw patches give, and each pixel is reduced once
+        instead of once per patch that contains it (81 times for 9x9 patches).
+        """
+        return self.spectral.pointwise if isinstance(self.spectral, SpectralGroupReduction) else None
+
+    def forward_features(self, x: torch.Tensor, *, staged: bool = False) -> torch.Tensor:
+        """(B, C, P, P) patches -> (B, D) features; `staged`: (B, D, P, P) from `pixel_stage`."""
         if x.shape[-1] != x.shape[-2] or x.shape[-1] < 3:
             raise HsiError(
                 f"litec2anet needs square patches of at least 3x3, got {x.shape[-2]}x{x.shape[-1]}",
@@ -242,7 +305,8 @@ class LiteC2ANet(nn.Module):
             )
         # Patches arrive channels-last (hsicli.data.patches), so this is free; from here on
         # the map is handled as (B, H, W, D).
-        f_spe = self.spectral(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        x = x.contiguous(memory_format=torch.channels_last)
+        f_spe = (self.spectral(x, staged=True) if staged else self.spectral(x)).permute(0, 2, 3, 1)
         tokens = self.spatial(f_spe).flatten(1, 2)
         if self.centre is not None and self.guidance is not None:
             centre = f_spe[:, f_spe.shape[1] // 2, f_spe.shape[2] // 2].unsqueeze(1)
@@ -252,8 +316,8 @@ class LiteC2ANet(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, *, staged: bool = False) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, staged=staged))
 
 
 def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: Any, acsg: Any) -> None:
@@ -291,7 +355,7 @@ def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: 
         betas=(0.9, 0.999),
         weight_decay=0.0,
         batch_size=64,
-        eval_batch_size=256,
+        eval_batch_size=64,  # see "Speed" above
         epochs=100,
         augment=False,
     ),
