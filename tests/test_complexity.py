@@ -311,8 +311,13 @@ class _OldHookCount(TorchFunctionMode):
                 self.handles.append(m.register_forward_hook(self._leave))
 
     def _layer(self, m: nn.Module, args, out: torch.Tensor) -> None:
-        fan_in = m.in_features if isinstance(m, nn.Linear) else m.in_channels // m.groups * math.prod(m.kernel_size)
-        self.layers += out.numel() * fan_in
+        if isinstance(m, nn.Linear):
+            self.layers += out.numel() * m.in_features
+            return
+        # By the declared output channels: a conv module may sum them before returning
+        # (Lite-C2ANet's NeighbourConv returns one third of its 3 D channels, summed).
+        positions = out.numel() // out.shape[1]
+        self.layers += positions * m.out_channels * (m.in_channels // m.groups * math.prod(m.kernel_size))
 
     def _enter(self, m: nn.MultiheadAttention, args, kwargs) -> None:
         self.inside += 1
