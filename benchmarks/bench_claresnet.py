@@ -122,28 +122,43 @@ def accuracy(work: Path, store: str, args: argparse.Namespace) -> dict:
 
 
 def rate(work: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
-    """Whole-scene `hsi predict` wall time and pixels/s, fp32 and bf16, at each batch size."""
-    folder = work / "rate"
-    folder.mkdir(exist_ok=True)
-    fastest: dict[tuple[str, int], dict] = {}
+    """Whole-scene `hsi predict` wall time and pixels/s, fp32 and bf16, at each batch size.
+
+    Each finished run is appended to WORK/rate/CHECKPOINT/runs.jsonl at once, and runs already
+    there (same threads, precision, batch size and repeat) are not run again, so a benchmark
+    killed part-way continues where it stopped."""
+    folder = work / "rate" / checkpoint.name.removesuffix(".safetensors")
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = folder / "runs.jsonl"
+    done = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    done = [r for r in done if r["threads"] == args.predict_threads]
     for repeat in range(args.repeats):
         for batch in args.batch_sizes:
             for precision in ("fp32", "bf16"):
+                if any((r["repeat"], r["batch_size"], r["precision"]) == (repeat, batch, precision) for r in done):
+                    continue
                 out = folder / f"{precision}-b{batch}.pred.zarr"
                 load_before, cpu_before = load(), cpu_seconds()
                 wall, _, stdout = run_measured(
                     [HSI, "predict", str(checkpoint), "--batch-size", str(batch), "--threads",
                      str(args.predict_threads), *(["--amp"] if precision == "bf16" else []), "-o", str(out),
                      "--overwrite", "--json", "-q"], work)
-                run = {"precision": precision, "batch_size": batch, "wall_s": round(wall, 2),
-                       "inference_s": json.loads(stdout)["inference_seconds"], "load_before": round(load_before, 2),
-                       "cpu_s": round(cpu_seconds() - cpu_before, 2), "load_after": round(load(), 2),
+                run = {"precision": precision, "batch_size": batch, "threads": args.predict_threads,
+                       "repeat": repeat, "wall_s": round(wall, 2),
+                       "inference_s": json.loads(stdout)["inference_seconds"],
+                       "cpu_s": round(cpu_seconds() - cpu_before, 2), "load_before": round(load_before, 2),
+                       "load_after": round(load(), 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "prediction": str(out)}
+                with journal.open("a") as handle:
+                    handle.write(json.dumps(run) + "\n")
+                done.append(run)
                 log(f"repeat {repeat + 1}: {precision} batch {batch}: {wall:.1f} s (load {load_before:.1f})")
-                key = (precision, batch)
-                if key not in fastest or run["wall_s"] < fastest[key]["wall_s"]:
-                    # The kept figures are the fastest run's; its prediction equals every repeat's.
-                    fastest[key] = run
+    # The kept figures are each setting's fastest run's; every repeat predicts the same classes.
+    fastest: dict[tuple[str, int], dict] = {}
+    for run in done:
+        key = (run["precision"], run["batch_size"])
+        if key[1] in args.batch_sizes and (key not in fastest or run["wall_s"] < fastest[key]["wall_s"]):
+            fastest[key] = dict(run)
     pixels = None
     for batch in args.batch_sizes:
         fp32, bf16 = (PredictionStore.open(Path(fastest[(p, batch)]["prediction"])) for p in ("fp32", "bf16"))
@@ -154,7 +169,7 @@ def rate(work: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
             _, out = hsi("evaluate", fastest[(precision, batch)]["prediction"], "--json", "-q", cwd=work)
             fastest[(precision, batch)]["oa"] = json.loads(out)["oa"]
     runs = []
-    for (precision, batch), run in fastest.items():
+    for run in fastest.values():
         run.update(pixels_per_s=round(pixels / run["wall_s"], 1),
                    inference_pixels_per_s=round(pixels / run["inference_s"], 1),
                    pixels_per_cpu_s=round(pixels / run["cpu_s"], 1))
