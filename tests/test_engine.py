@@ -7,6 +7,7 @@ are HybridSN shrunk by `--model-args` so that an epoch takes milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -425,6 +426,75 @@ def test_ties_keep_the_later_epoch_and_do_not_reset_patience(monkeypatch, tmp_pa
     _, epoch2 = run("epoch2.safetensors", [0.1, 0.2], None)
     assert all(np.array_equal(kept[k], epoch3[k]) for k in kept)
     assert not all(np.array_equal(kept[k], epoch2[k]) for k in kept)
+
+
+@contextlib.contextmanager
+def each_optimiser_step(callback):
+    """Calls `callback(optimizer)` just before every optimiser step of the trainings inside."""
+    build = train_module.build_optimizer
+
+    def hooked(*args, **kwargs):
+        optimizer = build(*args, **kwargs)
+        optimizer.register_step_pre_hook(lambda opt, *_: callback(opt))
+        return optimizer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_optimizer", hooked)
+        yield
+
+
+def global_grad_norm(optimizer) -> float:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        ("constant", 0, [0.01] * 6),
+        ("constant", 3, [0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01]),
+        # cosine over the 3 epochs after the warm-up: 1, (1 + cos(π/3))/2, (1 + cos(2π/3))/2
+        ("cosine", 3, [0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.0075, 0.0025]),
+        ("step", 0, [0.01 * 0.9**k for k in range(6)]),  # × 0.9 every max(1, 6 // 10) epochs
+    ],
+)
+def test_learning_rate_warmup_and_schedule_reach_the_optimiser(tmp_path, scene, schedule, warmup, expected):
+    seen = []
+    options = tiny_options(epochs=6, lr=0.01, schedule=schedule, warmup=warmup, batch_size=1000,
+                           out=tmp_path / "lr.safetensors")
+    with each_optimiser_step(lambda optimizer: seen.append(optimizer.param_groups[0]["lr"])):
+        result = train(scene.path, options, command="test")
+    history = load_arrays(result.path)[1]["training"]["history"]
+    np.testing.assert_allclose([entry["lr"] for entry in history], expected, rtol=1e-12)
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)  # one batch per epoch
+    assert load_arrays(result.path)[1]["training"]["hyper"]["warmup"] == warmup
+
+
+def test_clip_grad_bounds_every_steps_gradient_norm(tmp_path, scene):
+    def norms(clip: float | None) -> list[float]:
+        seen = []
+        options = tiny_options(epochs=2, lr=0.01, clip_grad=clip, batch_size=16, out=tmp_path / f"{clip}.safetensors")
+        with each_optimiser_step(lambda optimizer: seen.append(global_grad_norm(optimizer))):
+            result = train(scene.path, options, command="test")
+        assert load_arrays(result.path)[1]["training"]["hyper"]["clip_grad"] == clip
+        return seen
+
+    free = norms(None)
+    assert min(free) > 0.05  # the bound below really binds
+    clipped = norms(0.05)
+    assert len(clipped) == len(free)
+    np.testing.assert_allclose(clipped, 0.05, rtol=1e-4)
+
+
+def test_learning_rate_option_errors(tmp_path, scene):
+    with pytest.raises(HsiError, match="unknown learning-rate schedule 'linear'"):
+        train(scene.path, tiny_options(schedule="linear", out=tmp_path / "a.safetensors"), command="test")
+    with pytest.raises(HsiError, match="--warmup must be 0 or more"):
+        train(scene.path, tiny_options(warmup=-1, out=tmp_path / "b.safetensors"), command="test")
+    for clip in (0.0, -1.0):
+        with pytest.raises(HsiError, match="--clip-grad must be a positive gradient norm"):
+            train(scene.path, tiny_options(clip_grad=clip, out=tmp_path / "c.safetensors"), command="test")
+    assert not list(tmp_path.glob("*.safetensors"))
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -145,22 +145,28 @@ def test_augmentation_is_per_sample_and_keeps_the_pixel():
     assert kinds == set(range(8))
 
 
-def test_noise_has_sigma_0_05_on_about_half_the_samples():
+def test_noise_is_0_05_of_each_band_std_on_about_half_the_samples():
     draws = 4000
-    cube = np.random.default_rng(10).normal(size=(6, 6, 4)).astype(np.float32)
+    band_scale = np.array([1.0, 10.0, 0.1, 3.0], dtype=np.float32)  # bands of very different spread
+    cube = (np.random.default_rng(10).normal(size=(6, 6, 4)) * band_scale).astype(np.float32)
     rng = np.random.default_rng(11)
     rows, cols = rng.integers(0, 6, draws), rng.integers(0, 6, draws)
     augment = Augment(noise=0.05, rotate=False, flip=False, p=0.5)
-    noisy = PatchSampler.from_cube(cube, 3).patches(rows, cols, augment=augment, rng=np.random.default_rng(12))
-    difference = (noisy - reference_patches(cube, rows, cols, 3)).reshape(draws, -1)
-    touched = np.any(difference != 0, axis=1)
+    sampler = PatchSampler.from_cube(cube, 3)
+    noisy = sampler.patches(rows, cols, augment=augment, rng=np.random.default_rng(12))
+    difference = noisy - reference_patches(cube, rows, cols, 3)
+    touched = np.any(difference.reshape(draws, -1) != 0, axis=1)
     assert abs(touched.mean() - 0.5) < 0.03
     assert np.all(np.abs(difference[~touched]) == 0)
-    noise = difference[touched].ravel()
-    assert abs(noise.std() - 0.05) < 0.05 * 0.02
-    assert abs(noise.mean()) < 0.001
+    padded = np.pad(cube, ((1, 1), (1, 1), (0, 0)), mode="reflect").reshape(-1, 4)
+    np.testing.assert_allclose(sampler.band_std, padded.std(axis=0), rtol=1e-5)
+    for band in range(4):
+        noise = difference[touched][..., band].ravel()
+        assert abs(noise.std() - 0.05 * sampler.band_std[band]) < 0.05 * sampler.band_std[band] * 0.03
+        assert abs(noise.mean()) < 0.002 * sampler.band_std[band]
     # Independent per value, not one offset per patch.
-    assert abs(np.corrcoef(difference[touched][:, :2].T)[0, 1]) < 0.1
+    flat = difference[touched].reshape(int(touched.sum()), -1)
+    assert abs(np.corrcoef(flat[:, :2].T)[0, 1]) < 0.1
 
 
 # -- the tiling path of `hsi predict` --------------------------------------------------------

@@ -29,6 +29,16 @@ def train(
     augment: Annotated[
         Optional[bool], typer.Option("--augment/--no-augment", help="CLAReSNet §III-B augmentations.")
     ] = None,
+    schedule: Annotated[
+        Optional[str],
+        typer.Option("--schedule", help="Learning-rate schedule: constant, step or cosine (default: the paper's)."),
+    ] = None,
+    warmup: Annotated[
+        Optional[int], typer.Option("--warmup", help="Epochs of linear learning-rate warm-up (default: the paper's, 0).")
+    ] = None,
+    clip_grad: Annotated[
+        Optional[float], typer.Option("--clip-grad", help="Clip the gradients' global L2 norm to this (default: off).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     patience: Annotated[
         Optional[int], typer.Option("--patience", help="Stop after N epochs without validation improvement.")
@@ -66,8 +76,9 @@ def train(
     options = TrainOptions(
         model=model, model_args=parse_json_object(model_args, "--model-args"), split=split, labels=labels,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patch=patch, patience=patience,
-        augment=augment, seed=seed, device=device, threads=threads, class_weights=class_weights, amp=amp,
-        init=init, log=log_file, resume=resume, out=out, overwrite=overwrite,
+        augment=augment, schedule=schedule, warmup=warmup, clip_grad=clip_grad, seed=seed, device=device,
+        threads=threads, class_weights=class_weights, amp=amp, init=init, log=log_file, resume=resume, out=out,
+        overwrite=overwrite,
     )
     log_handle = open(log_file, "a") if log_file else None
 

@@ -18,8 +18,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Augment:
-    """CLAReSNet §III-B: Gaussian noise σ 0.05, rotation by 90/180/270°, horizontal and vertical
-    flips, each applied with probability p; each switchable."""
+    """CLAReSNet §III-B: Gaussian noise, rotation by 90/180/270°, horizontal and vertical flips,
+    each applied with probability p; each switchable.
+
+    The noise's σ is `noise` times each band's standard deviation over the scene. The paper's
+    σ 0.05 is absolute, but its reference code adds it to PCA components of raw radiance, whose
+    smallest standard deviation is in the tens (SalinasA: 11), so it perturbs every component by
+    under 1 %; on z-scored data the same absolute σ would drown the minor components (SalinasA's
+    30th: 0.07). Relative to each band, 0.05 perturbs every band alike and any input scaling.
+    """
 
     noise: float = 0.05
     rotate: bool = True
@@ -55,6 +62,14 @@ class PatchSampler:
         self._padded_width = padded.shape[1]
         self._pixels = np.ascontiguousarray(padded, dtype=np.float32).reshape(-1, self.bands)
         self._offsets = _dihedral_offsets(patch, self._padded_width)
+        self._band_std: np.ndarray | None = None
+
+    @property
+    def band_std(self) -> np.ndarray:
+        """(T,) standard deviation of each band over the sampler's pixels (the noise scale)."""
+        if self._band_std is None:
+            self._band_std = self._pixels.std(axis=0, dtype=np.float64).astype(np.float32)
+        return self._band_std
 
     @classmethod
     def from_cube(cls, cube: np.ndarray, patch: int) -> PatchSampler:
@@ -93,7 +108,8 @@ class PatchSampler:
         if augment is not None and augment.noise > 0:
             noisy = rng.random(len(corner)) < augment.p
             if noisy.any():
-                batch[noisy] += augment.noise * rng.standard_normal(batch[noisy].shape, dtype=np.float32)
+                sigma = augment.noise * self.band_std
+                batch[noisy] += sigma * rng.standard_normal(batch[noisy].shape, dtype=np.float32)
         return batch
 
     def centres(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

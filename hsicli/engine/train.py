@@ -50,6 +50,9 @@ class TrainOptions:
     patch: int | None = None
     patience: int | None = None
     augment: bool | None = None
+    schedule: str | None = None
+    warmup: int | None = None
+    clip_grad: float | None = None
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -183,7 +186,15 @@ def train(
         patch=options.patch,
         patience=options.patience,
         augment=options.augment,
+        scheduler=options.schedule,
+        warmup=options.warmup,
+        clip_grad=options.clip_grad,
     )
+    if hyper.warmup < 0:
+        raise HsiError(f"--warmup must be 0 or more epochs, got {hyper.warmup}")
+    if hyper.clip_grad is not None and not hyper.clip_grad > 0:
+        raise HsiError(f"--clip-grad must be a positive gradient norm, got {hyper.clip_grad}")
+    learning_rate(hyper, 1)  # an unknown schedule fails here, before any data is read
     if options.patch is None and "patch" in options.model_args:
         hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))
     options = replace(options, model_args=architecture_args(spec, hyper.patch, options.model_args))
@@ -343,17 +354,25 @@ def build_optimizer(parameters, hyper: TrainDefaults):
     raise HsiError(f"unknown optimiser {hyper.optimizer!r}", hint="use adam, adamw, sgd or rmsprop")
 
 
+SCHEDULES = ("constant", "step", "cosine")
+
+
 def learning_rate(hyper: TrainDefaults, epoch: int) -> float:
     """The learning rate of 1-based `epoch`: a pure function of the epoch, so resuming needs no
-    scheduler state. "step": × 0.9 every max(1, epochs // 10) epochs (SpectralFormer);
-    "cosine": cosine annealing to 0 over the run."""
-    if hyper.scheduler is None:
-        return hyper.lr
+    scheduler state. The first `warmup` epochs rise linearly to `lr` (epoch k of w: lr·k/w); the
+    schedule then runs over the remaining epochs. "step": × 0.9 every max(1, epochs // 10)
+    epochs (SpectralFormer); "cosine": cosine annealing towards 0 by the last epoch."""
+    if hyper.scheduler not in SCHEDULES:
+        raise HsiError(f"unknown learning-rate schedule {hyper.scheduler!r}",
+                       hint="use " + ", ".join(SCHEDULES))
+    if epoch <= hyper.warmup:
+        return hyper.lr * epoch / hyper.warmup
+    step, span = epoch - 1 - hyper.warmup, max(1, hyper.epochs - hyper.warmup)
     if hyper.scheduler == "step":
-        return hyper.lr * 0.9 ** ((epoch - 1) // max(1, hyper.epochs // 10))
+        return hyper.lr * 0.9 ** (step // max(1, span // 10))
     if hyper.scheduler == "cosine":
-        return hyper.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, hyper.epochs)))
-    raise HsiError(f"unknown learning-rate schedule {hyper.scheduler!r}", hint="use step or cosine")
+        return hyper.lr * 0.5 * (1 + math.cos(math.pi * step / span))
+    return hyper.lr
 
 
 def optimizer_to_arrays(optimizer) -> tuple[dict[str, np.ndarray], dict]:
@@ -556,6 +575,8 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
                 logits = net(x)
                 loss = custom_loss(logits, target) if custom_loss else criterion(logits.float(), target)
             loss.backward()
+            if hyper.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), hyper.clip_grad)
             optimizer.step()
             total_loss += float(loss.detach()) * len(index)
             correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())

@@ -35,7 +35,9 @@ class TrainDefaults:
     epochs: int = 100
     patience: int | None = None  # early stopping on validation accuracy; None = keep best, no stop
     augment: bool = False  # CLAReSNet §III-B augmentations
-    scheduler: str | None = None  # None | "cosine" | "step"
+    scheduler: str = "constant"  # constant | step | cosine (see engine.train.learning_rate)
+    warmup: int = 0  # epochs of linear learning-rate warm-up before the schedule
+    clip_grad: float | None = None  # clip the gradients' global L2 norm to this before each step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
