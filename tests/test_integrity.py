@@ -184,7 +184,10 @@ def test_a_split_replaced_since_the_prediction_is_refused(pipeline, cli):
     split, whose test pixels may be the model's training pixels."""
     shutil.rmtree(pipeline / "s.zarr" / "splits" / "a")
     ok(cli("split", "s.zarr", "--ratio", "0.3", "--seed", "4", "--name", "a"))
-    assert_error(cli("evaluate", "p.zarr"), "'a'")
+    assert_error(cli("evaluate", "p.zarr"), "'a'", "written again")
+    # Nor are its test pixels predicted as the model's test pixels.
+    assert_error(cli("predict", "m.safetensors", "--pixels", "test", "--out", "p2.zarr"), "'a'", "written again")
+    assert not (pipeline / "p2.zarr").exists()
 
 
 def test_a_store_prepared_again_since_the_prediction_is_refused(pipeline, cli):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from hsicli.errors import HsiError
+from hsicli.errors import HsiError, StoreError
 
 UNUSED, TRAIN, VAL, TEST = 0, 1, 2, 3
 SET_NAMES = ("train", "val", "test")
@@ -478,3 +478,14 @@ def _check_split(split: np.ndarray) -> np.ndarray:
 def _rng(seed: int) -> np.random.Generator:
     _check_count("--seed", seed, minimum=0)
     return np.random.default_rng(seed)
+
+
+def labelled_test_mask(store, split: str, recorded_fingerprint: str | None, trained: str, hint: str) -> np.ndarray:
+    """(H, W) mask of the labelled test pixels of the store's `split`; refused when the split was
+    written again since the model `trained` (a file name) was trained on it, as its test pixels
+    may then be that model's training pixels. No `recorded_fingerprint`: no check."""
+    layer = store.read_layer("splits", split)
+    if recorded_fingerprint and layer.attrs.get("fingerprint") != recorded_fingerprint:
+        raise StoreError(f"split {split!r} of {store.path} was written again since {trained} was trained on it",
+                         hint=hint)
+    return (layer.data == TEST) & (store.gt() > 0)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from hsicli.data.splits import TEST
+from hsicli.data.splits import labelled_test_mask
 from hsicli.engine.metrics import classification_metrics, summarize_runs
-from hsicli.errors import HsiError, StoreError
+from hsicli.errors import HsiError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import record
@@ -32,15 +32,11 @@ def test_pixels(prediction: PredictionStore, split: str | None = None) -> tuple[
     split_name = split or prediction.attrs.get("split")
     if not split_name:
         raise HsiError(f"{prediction.path} records no split to evaluate on", hint="choose one with --split")
-    layer = store.read_layer("splits", split_name)
-    recorded = prediction.attrs.get("split_fingerprint") if split is None else None
-    if recorded and layer.attrs.get("fingerprint") != recorded:
-        raise StoreError(
-            f"split {split_name!r} of {store.path} is not the split {prediction.path.name}'s model was trained on "
-            "(it was written again since)",
-            hint="predict again with a model trained on this split, or name another split with --split",
-        )
-    test = (layer.data == TEST) & (store.gt() > 0)
+    test = labelled_test_mask(
+        store, split_name, prediction.attrs.get("split_fingerprint") if split is None else None,
+        f"{prediction.path.name}'s model",
+        hint="predict again with a model trained on this split, or name another split with --split",
+    )
     if not test.any():
         raise HsiError(f"split {split_name!r} has no test pixels", hint="evaluate on another split")
     return store, split_name, test

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
-from hsicli.data.splits import TEST
+from hsicli.data.splits import labelled_test_mask
 from hsicli.engine import shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, StoreError, UsageError
@@ -271,9 +271,8 @@ def pixel_selection(store: SceneStore, pixels: str, classifier: Classifier, own:
     of the split the checkpoint was trained on (as `hsi evaluate` scores them)."""
     if pixels == "all":
         return np.ones(store.shape[:2], dtype=bool)
-    labelled = store.gt() > 0
     if pixels == "labelled":
-        return labelled
+        return store.gt() > 0
     split = classifier.meta["training"].get("split")
     if not split or split not in store.layer_names("splits"):
         raise StoreError(
@@ -281,13 +280,10 @@ def pixel_selection(store: SceneStore, pixels: str, classifier: Classifier, own:
             f"and {store.path} has no such split",
             hint="predict --pixels labelled or all, or add the split to the store",
         )
-    recorded = classifier.meta["training"].get("split_fingerprint")
-    if own and recorded and store.layer_attrs("splits", split).get("fingerprint") != recorded:
-        raise StoreError(
-            f"split {split!r} of {store.path} was written again since {classifier.path.name} was trained on it",
-            hint="its test pixels may include training pixels: train again, or predict --pixels labelled",
-        )
-    return labelled & (store.read_layer("splits", split).data == TEST)
+    return labelled_test_mask(
+        store, split, classifier.meta["training"].get("split_fingerprint") if own else None, classifier.path.name,
+        hint="its test pixels may include training pixels: train again, or predict --pixels labelled",
+    )
 
 
 def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int, stop: int, selection: np.ndarray,
