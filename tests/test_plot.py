@@ -648,6 +648,12 @@ def test_geotiff_rasters_are_georeferenced_like_the_scene(georeferenced, tmp_pat
                 table = dataset.colormap(1)
                 assert [table[k] for k in range(1, len(palette))] == [(*map(int, rgb), 255) for rgb in palette[1:]]
                 assert table[0][:3] == (0, 0, 0), case
+            if kind in ("map", "gt"):  # each code's class name
+                names = {f"CLASS_{k}": name for k, name in enumerate(store.class_names, start=1)}
+                assert dataset.tags(1) == names, case
+            if kind == "split":
+                assert dataset.tags(1) == {"CLASS_0": "unused", "CLASS_1": "train", "CLASS_2": "validation",
+                                           "CLASS_3": "test"}, case
     # Re-running the same export is a no-op; another one is never written silently.
     again = tmp_path / "0.tif"
     before = again.stat().st_mtime_ns

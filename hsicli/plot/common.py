@@ -384,6 +384,7 @@ class Raster:
     source: Path  # the store the values come from, for messages
     geo: dict | None = None
     palette: np.ndarray | None = None  # (K, 3) uint8, indexed by code
+    code_names: dict[int, str] | None = None  # what each code means, written as GeoTIFF band tags
     cmap: str | None = None
     vmin: float = 0.0
     vmax: float = 1.0
@@ -443,4 +444,6 @@ def _write_geotiff(raster: Raster, out: Path, overwrite: bool, provenance_json: 
         dataset.update_tags(SOFTWARE=f"hsicli {__version__}", HSI_PROVENANCE=provenance_json)
         if raster.palette is not None:
             dataset.write_colormap(1, {k: (*map(int, rgb), 255) for k, rgb in enumerate(raster.palette)})
+        if raster.code_names:  # e.g. CLASS_3=Lettuce romaine 4wk: codes are the store's, not the source file's
+            dataset.update_tags(1, **{f"CLASS_{code}": name for code, name in raster.code_names.items()})
     return out

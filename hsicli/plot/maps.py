@@ -84,6 +84,11 @@ class Source:
     def palette(self) -> np.ndarray:
         return class_palette(self.colors)
 
+    @property
+    def code_names(self) -> dict[int, str]:
+        """Class code (1..C; 0 is unlabelled or masked) → class name."""
+        return dict(enumerate(self.names, start=1))
+
     @cached_property
     def gt(self) -> np.ndarray:
         return self.store.gt()
@@ -164,12 +169,14 @@ def uncertainty_figure(inputs: list[Path], options: PlotOptions) -> Figure:
 
 def map_raster(inputs: list[Path], options: PlotOptions) -> Raster:
     source = Source.for_kind("map", single(inputs, "map", "export one map at a time"))
-    return Raster(source.classes(options.masked), source.path, source.geo(options), palette=source.palette)
+    return Raster(source.classes(options.masked), source.path, source.geo(options), palette=source.palette,
+                  code_names=source.code_names)
 
 
 def gt_raster(inputs: list[Path], options: PlotOptions) -> Raster:
     source = Source.for_kind("gt", single(inputs, "gt", "export one map at a time"))
-    return Raster(source.gt, source.store.path, source.geo(options), palette=source.palette)
+    return Raster(source.gt, source.store.path, source.geo(options), palette=source.palette,
+                  code_names=source.code_names)
 
 
 def rgb_raster(inputs: list[Path], options: PlotOptions) -> Raster:
@@ -231,7 +238,8 @@ def _split_palette() -> np.ndarray:
 def split_raster(inputs: list[Path], options: PlotOptions) -> Raster:
     source = Source.for_kind("split", single(inputs, "split", "export one split at a time"))
     layer = _split_layer(source, options)
-    return Raster(layer.data, source.store.path, source.geo(options), palette=_split_palette())
+    return Raster(layer.data, source.store.path, source.geo(options), palette=_split_palette(),
+                  code_names=dict(enumerate(SPLIT_NAMES)))
 
 
 # -- pseudo-label strip and method grid -------------------------------------------------------------
