@@ -41,7 +41,7 @@ equals fp32's at the same batch size, plus the test OA of both.
 Usage:
   python benchmarks/bench_claresnet.py [WORKDIR] [--parts accuracy rate] [--seeds 0 1 2]
       [--epochs 60] [--batch-size 8] [--lr 2e-4] [--warmup 2] [--schedule cosine] [--clip-grad 1]
-      [--augment] [--val 0.02] [--threads 1] [--no-amp]
+      [--ema 0] [--augment] [--val 0.02] [--threads 1] [--no-amp]
       [--predict-threads 2] [--batch-sizes 16 32 64 128] [--repeats 2] [--checkpoint CKPT]
   e.g. the paper's settings: --epochs 40 --batch-size 16 --lr 1e-4 --warmup 0 --schedule constant
       --clip-grad 0 --augment
@@ -88,13 +88,15 @@ def accuracy(work: Path, store: str, args: argparse.Namespace) -> dict:
                        cwd=work)
         precision = "bf16" if args.amp else "fp32"
         name = (f"{MODEL}-e{args.epochs}-b{args.batch_size}-lr{args.lr:g}-w{args.warmup}-{args.schedule}"
-                f"-clip{args.clip_grad:g}-val{args.val}-{precision}{'' if args.augment else '-noaug'}-seed{seed}")
+                f"-clip{args.clip_grad:g}{f'-ema{args.ema:g}' if args.ema else ''}-val{args.val}-{precision}"
+                f"{'' if args.augment else '-noaug'}-seed{seed}")
         checkpoint = work / f"{name}.safetensors"
         # Without --overwrite an up-to-date checkpoint is reused; its record holds the run's figures.
         hsi("train", split, "--model", MODEL, "--seed", str(seed), "--epochs", str(args.epochs), "--lr", str(args.lr),
             "--batch-size", str(args.batch_size), "--augment" if args.augment else "--no-augment",
             "--warmup", str(args.warmup), "--schedule", args.schedule,
             *(["--clip-grad", str(args.clip_grad)] if args.clip_grad > 0 else []),
+            *(["--ema", str(args.ema)] if args.ema else []),
             "--threads", str(args.threads), *(["--amp"] if args.amp else []), "--log", str(work / f"{name}.jsonl"),
             "-o", str(checkpoint), "-q", cwd=work)
         training = read_header(checkpoint)[1]["training"]
@@ -121,7 +123,7 @@ def accuracy(work: Path, store: str, args: argparse.Namespace) -> dict:
         run.update(oa=metrics["oa"], aa=metrics["aa"], kappa=metrics["kappa"], test_pixels=metrics["n"])
     return {
         "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
-                     "schedule": args.schedule, "clip_grad": args.clip_grad, "augment": args.augment,
+                     "schedule": args.schedule, "clip_grad": args.clip_grad, "ema": args.ema, "augment": args.augment,
                      "val_ratio": args.val, "amp": args.amp, "train_threads": args.threads,
                      "predict_threads": args.predict_threads,
                      "paper": "40 epochs, batch 16, AdamW 1e-4 / 1e-2, augmentations, 72/8/20 split"},
@@ -204,7 +206,8 @@ def markdown_accuracy(result: dict) -> str:
     head = (f"CLAReSNet, SalinasA PCA 30, 11 × 11, 5 % per class for training, {100 * s['val_ratio']:g} % for "
             f"validation, {s['epochs']} epochs, batch {s['batch_size']}, AdamW lr {s['lr']:g} "
             f"({s['warmup']}-epoch warm-up, {s['schedule']} schedule), gradient norm clipped at {s['clip_grad']:g}, "
-            f"{'with' if s['augment'] else 'no'} augmentation (paper: {s['paper']}), "
+            + (f"weights averaged (EMA {s['ema']:g}), " if s.get('ema') else "")
+            + f"{'with' if s['augment'] else 'no'} augmentation (paper: {s['paper']}), "
             f"{'bf16 autocast' if s['amp'] else 'fp32'} training on {s['train_threads']} thread(s), fp32 prediction:")
     return head + "\n\n" + "\n".join(rows)
 
@@ -235,6 +238,8 @@ def main() -> None:
     parser.add_argument("--schedule", default="cosine", choices=["constant", "step", "cosine"],
                         help="learning-rate schedule (paper: constant)")
     parser.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clipping, 0 for none (paper: none)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of the weights' moving average, 0 for none (paper: none)")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch size (paper: 16)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                         help="the §III-B augmentations (paper: on; default off)")

@@ -24,6 +24,7 @@ import hsicli.engine.predict as predict_module
 import hsicli.engine.train as train_module
 from hsicli.data.patches import PatchSampler
 from hsicli.data.splits import TEST, TRAIN, UNUSED, VAL, stratified
+from hsicli.engine.averaging import WeightAverage
 from hsicli.engine.predict import PredictOptions, predict
 from hsicli.engine.train import TrainOptions, train
 from hsicli.errors import HsiError, OutputExistsError, UsageError
@@ -486,6 +487,48 @@ def test_clip_grad_bounds_every_steps_gradient_norm(tmp_path, scene):
     np.testing.assert_allclose(clipped, 0.05, rtol=1e-4)
 
 
+def test_ema_keeps_the_moving_average_of_every_steps_weights(tmp_path, scene):
+    """One batch per epoch: the checkpoint of the best epoch e holds the average after e steps,
+    computed here from the live weights seen around every optimiser step."""
+    decay = 0.6
+    live = []  # the weights before the first step, then after every step
+    build = train_module.build_optimizer
+
+    def hooked(parameters, hyper):
+        parameters = list(parameters)
+        optimizer = build(parameters, hyper)
+        snapshot = lambda *_: live.append([p.detach().clone().double() for p in parameters])
+        optimizer.register_step_pre_hook(lambda *_: None if live else snapshot())
+        optimizer.register_step_post_hook(snapshot)
+        return optimizer
+
+    options = tiny_options(epochs=5, lr=0.05, ema=decay, batch_size=1000, out=tmp_path / "ema.safetensors")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_optimizer", hooked)
+        result = train(scene.path, options, command="test")
+    arrays, meta = load_arrays(result.path)
+    assert meta["training"]["hyper"]["ema"] == decay
+    best = meta["training"]["best_epoch"]
+    average = live[0]
+    for n, weights in enumerate(live[1:best + 1]):
+        keep = min(decay, (1 + n) / (10 + n))
+        average = [keep * a + (1 - keep) * w for a, w in zip(average, weights)]
+    names = [name for name, _ in create_model("hybridsn", 8, 3, **TINY).named_parameters()]
+    for name, expected, last in zip(names, average, live[best]):
+        np.testing.assert_allclose(arrays[f"model.{name}"], expected.numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(arrays[f"model.{name}"], last.numpy())  # not the live weights
+
+
+def test_weight_average_follows_integer_buffers_and_averages_statistics():
+    norm = torch.nn.BatchNorm1d(2)
+    average = WeightAverage(norm, 0.5)
+    norm.train()(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # running_mean 0 → 0.1 × batch mean (2, 4)
+    average.update(norm)  # keeps min(0.5, 1/10) of the shadow
+    np.testing.assert_allclose(average.state["running_mean"].numpy(), 0.9 * np.array([0.2, 0.4]), rtol=1e-6)
+    assert int(average.state["num_batches_tracked"]) == 1 and average.updates == 1
+    assert average.keep() == pytest.approx(2 / 11)
+
+
 def test_learning_rate_option_errors(tmp_path, scene):
     with pytest.raises(HsiError, match="unknown learning-rate schedule 'linear'"):
         train(scene.path, tiny_options(schedule="linear", out=tmp_path / "a.safetensors"), command="test")
@@ -494,6 +537,9 @@ def test_learning_rate_option_errors(tmp_path, scene):
     for clip in (0.0, -1.0):
         with pytest.raises(HsiError, match="--clip-grad must be a positive gradient norm"):
             train(scene.path, tiny_options(clip_grad=clip, out=tmp_path / "c.safetensors"), command="test")
+    for decay in (0.0, 1.0, 1.5):
+        with pytest.raises(HsiError, match="--ema must be a decay between 0 and 1"):
+            train(scene.path, tiny_options(ema=decay, out=tmp_path / "d.safetensors"), command="test")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

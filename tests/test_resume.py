@@ -37,6 +37,16 @@ class Interrupted(Exception):
     pass
 
 
+def stop_after(last: int):
+    """An `on_epoch` callback that interrupts training once epoch `last` has finished."""
+
+    def callback(entry):
+        if entry["epoch"] == last:
+            raise Interrupted
+
+    return callback
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> SceneStore:
     """40×40×8, three class stripes; splits "s" and "s2" draw different pixels in the same numbers."""
@@ -132,17 +142,23 @@ def test_resume_without_a_state_file_starts_fresh(tmp_path, scene, uninterrupted
 def test_interrupted_in_process_and_resumed(tmp_path, scene, uninterrupted):
     out = tmp_path / "stop.safetensors"
 
-    def stop_after_third(entry):
-        if entry["epoch"] == 3:
-            raise Interrupted
-
     with pytest.raises(Interrupted):
-        train(scene.path, options(out), command="test", on_epoch=stop_after_third)
+        train(scene.path, options(out), command="test", on_epoch=stop_after(3))
     assert state_epoch(resume_path(out)) == 3 and not out.exists()
     messages = []
     train(scene.path, options(out, resume=True), command="test", on_message=messages.append)
     assert any("after epoch 3" in m for m in messages)
     assert_same_run(out, uninterrupted)
+
+
+def test_interrupted_run_with_weight_averaging_resumes_to_the_same_average(tmp_path, scene):
+    averaging = dict(ema=0.9)
+    whole = train(scene.path, options(tmp_path / "whole-ema.safetensors", **averaging), command="test").path
+    out = tmp_path / "ema.safetensors"
+    with pytest.raises(Interrupted):
+        train(scene.path, options(out, **averaging), command="test", on_epoch=stop_after(3))
+    train(scene.path, options(out, resume=True, **averaging), command="test")
+    assert_same_run(out, whole)
 
 
 def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
@@ -153,12 +169,8 @@ def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
     whole = train(scene.path, options(tmp_path / "whole.safetensors", **early), command="test").path
     out = tmp_path / "early.safetensors"
 
-    def stop_after_second(entry):
-        if entry["epoch"] == 2:
-            raise Interrupted
-
     with pytest.raises(Interrupted):
-        train(scene.path, options(out, **early), command="test", on_epoch=stop_after_second)
+        train(scene.path, options(out, **early), command="test", on_epoch=stop_after(2))
     train(scene.path, options(out, resume=True, **early), command="test")
     for checkpoint in (out, whole):
         training = load_arrays(checkpoint)[1]["training"]
@@ -180,13 +192,9 @@ def test_resume_between_tied_epochs_keeps_the_tie_rule(monkeypatch, tmp_path, sc
     whole = train(scene.path, options(tmp_path / "whole.safetensors", **tied), command="test").path
     out = tmp_path / "tied.safetensors"
 
-    def stop_after_third(entry):
-        if entry["epoch"] == 3:
-            raise Interrupted
-
     scripted()
     with pytest.raises(Interrupted):
-        train(scene.path, options(out, **tied), command="test", on_epoch=stop_after_third)
+        train(scene.path, options(out, **tied), command="test", on_epoch=stop_after(3))
     accuracies[:3] = []  # the resumed run validates epochs 4 onwards
     scripted()
     train(scene.path, options(out, resume=True, **tied), command="test")

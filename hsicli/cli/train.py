@@ -39,6 +39,11 @@ def train(
     clip_grad: Annotated[
         Optional[float], typer.Option("--clip-grad", help="Clip the gradients' global L2 norm to this (default: off).")
     ] = None,
+    ema: Annotated[
+        Optional[float],
+        typer.Option("--ema", help="Average the weights exponentially with this decay per step (e.g. 0.999); validation, "
+                     "the best epoch and the checkpoint use the average (default: off)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     patience: Annotated[
         Optional[int], typer.Option("--patience", help="Stop after N epochs without validation improvement.")
@@ -76,7 +81,7 @@ def train(
     options = TrainOptions(
         model=model, model_args=parse_json_object(model_args, "--model-args"), split=split, labels=labels,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patch=patch, patience=patience,
-        augment=augment, schedule=schedule, warmup=warmup, clip_grad=clip_grad, seed=seed, device=device,
+        augment=augment, schedule=schedule, warmup=warmup, clip_grad=clip_grad, ema=ema, seed=seed, device=device,
         threads=threads, class_weights=class_weights, amp=amp, init=init, log=log_file, resume=resume, out=out,
         overwrite=overwrite,
     )

@@ -53,6 +53,7 @@ class TrainOptions:
     schedule: str | None = None
     warmup: int | None = None
     clip_grad: float | None = None
+    ema: float | None = None
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -189,11 +190,14 @@ def train(
         scheduler=options.schedule,
         warmup=options.warmup,
         clip_grad=options.clip_grad,
+        ema=options.ema,
     )
     if hyper.warmup < 0:
         raise HsiError(f"--warmup must be 0 or more epochs, got {hyper.warmup}")
     if hyper.clip_grad is not None and not hyper.clip_grad > 0:
         raise HsiError(f"--clip-grad must be a positive gradient norm, got {hyper.clip_grad}")
+    if hyper.ema is not None and not 0 < hyper.ema < 1:
+        raise HsiError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {hyper.ema}")
     learning_rate(hyper, 1)  # an unknown schedule fails here, before any data is read
     if options.patch is None and "patch" in options.model_args:
         hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))
@@ -496,9 +500,11 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     at the first batch after `preemption` is set.
     """
     import contextlib
+    import copy
 
     import torch
 
+    from hsicli.engine.averaging import WeightAverage
     from hsicli.models.registry import create_model
 
     if options.threads:
@@ -531,6 +537,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
 
     history: list[dict[str, Any]] = []
     best = {"epoch": None, "val": -1.0, "weights": None, "bad_epochs": 0}
+    average = WeightAverage(model, hyper.ema) if hyper.ema is not None else None
     start_epoch = 1
     state_file = resume_path(out)
     if options.resume and state_file.exists():
@@ -545,12 +552,17 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         history = meta["history"]
         best.update(epoch=meta["best_epoch"], val=meta["best_val"], bad_epochs=meta["bad_epochs"])
         best["weights"] = weights_from_arrays(arrays, "best.") or None
+        if average is not None:
+            state = {k: v.to(device) for k, v in weights_from_arrays(arrays, "average.").items()}
+            average = WeightAverage(model, hyper.ema, state, meta["average_updates"])
         # A run that had already stopped early resumes straight to writing its checkpoint.
         start_epoch = hyper.epochs + 1 if meta.get("stopped") else meta["epoch"] + 1
         on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
 
     n = data.train_y.size
     net = distributed.wrap_model(model, world, device)
+    # With --ema, validation, the best epoch and the checkpoint all use the averaged weights.
+    averaged = copy.deepcopy(model) if average is not None else model
     for epoch in range(start_epoch, hyper.epochs + 1):
         tick = time.perf_counter()
         rng = np.random.default_rng(_epoch_seed(options.seed, epoch))
@@ -578,11 +590,15 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
             if hyper.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), hyper.clip_grad)
             optimizer.step()
+            if average is not None:
+                average.update(model)
             total_loss += float(loss.detach()) * len(index)
             correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
             seen += len(index)
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], world, device)
-        val_acc = _validation_accuracy(model, batches, data, hyper, device, autocast, world)
+        if average is not None:
+            averaged.load_state_dict(average.state)
+        val_acc = _validation_accuracy(averaged, batches, data, hyper, device, autocast, world)
         entry = {
             "epoch": epoch,
             "loss": total_loss / seen,
@@ -600,10 +616,10 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         best["bad_epochs"] = 0 if score > best["val"] else best["bad_epochs"] + 1
         if score >= best["val"]:
             best.update(epoch=epoch, val=score)
-            best["weights"] = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            best["weights"] = {k: v.detach().clone().cpu() for k, v in averaged.state_dict().items()}
         stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
         if world.is_main:
-            _write_state(state_file, model, optimizer, best, history, epoch, run_key, stop)
+            _write_state(state_file, model, optimizer, best, average, history, epoch, run_key, stop)
         on_epoch(entry)
         if stop:
             on_message(f"early stop: no validation improvement for {hyper.patience} epochs")
@@ -644,9 +660,12 @@ def _preempted(flag: preempt.PreemptionFlag, epoch: int, state_file: Path) -> pr
     )
 
 
-def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_key: str, stopped: bool) -> None:
+def _write_state(path: Path, model, optimizer, best, average, history, epoch: int, run_key: str,
+                 stopped: bool) -> None:
     arrays = weights_to_arrays(model.state_dict(), "model.")
     arrays.update(weights_to_arrays(best["weights"], "best."))
+    if average is not None:
+        arrays.update(weights_to_arrays(average.state, "average."))
     optim_arrays, optim_meta = optimizer_to_arrays(optimizer)
     arrays.update(optim_arrays)
     meta = {
@@ -655,6 +674,7 @@ def _write_state(path: Path, model, optimizer, best, history, epoch: int, run_ke
         "best_epoch": best["epoch"],
         "best_val": best["val"],
         "bad_epochs": best["bad_epochs"],
+        "average_updates": average.updates if average is not None else None,
         "optimizer": optim_meta,
         "run_key": run_key,
         "stopped": stopped,

@@ -38,6 +38,7 @@ class TrainDefaults:
     scheduler: str = "constant"  # constant | step | cosine (see engine.train.learning_rate)
     warmup: int = 0  # epochs of linear learning-rate warm-up before the schedule
     clip_grad: float | None = None  # clip the gradients' global L2 norm to this before each step
+    ema: float | None = None  # decay of an exponential moving average of the weights (engine.averaging)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
