@@ -22,7 +22,8 @@ decay 1e-2, batch 16, the §III-B augmentations, 40 epochs, the best-validation 
   99.12 ± 0.33; lr 2e-4 after a 2-epoch warm-up 99.32 ± 0.50; 60 epochs at lr 1e-4 99.40 ± 0.27.
   Unclipped, rates of 3e-4 … 1e-3 collapsed on some seed even with a warm-up; whitened PCA
   components (`hsi prep --whiten`) were no better (98.41 ± 0.68 at batch 16, clipped);
-- hence: batch 8, AdamW lr 2e-4 (2-epoch warm-up, cosine), clipping at 1, 60 epochs, no
+- hence: batch 8, AdamW lr 2e-4 (2-epoch warm-up, cosine), clipping at 1, 80 epochs (60 on the
+  CPU gave 99.46 ± 0.57 in fp32, 80 gave 99.58 ± 0.40), no
   augmentation; VAL 0.02 (107 pixels), the best-validation epoch kept, the later of tied epochs.
   The 5 % split of seed S has the same training pixels whatever VAL, so VAL moves pixels from
   test to validation only; the README's baselines used `--val 0` (5,080 test pixels), VAL 0.02
@@ -40,7 +41,7 @@ equals fp32's at the same batch size, plus the test OA of both.
 
 Usage:
   python benchmarks/bench_claresnet.py [WORKDIR] [--parts accuracy rate] [--seeds 0 1 2]
-      [--epochs 60] [--batch-size 8] [--lr 2e-4] [--warmup 2] [--schedule cosine] [--clip-grad 1]
+      [--epochs 80] [--batch-size 8] [--lr 2e-4] [--warmup 2] [--schedule cosine] [--clip-grad 1]
       [--ema 0] [--augment] [--val 0.02] [--threads 1] [--no-amp]
       [--predict-threads 2] [--batch-sizes 16 32 64 128] [--repeats 2] [--checkpoint CKPT]
   e.g. the paper's settings: --epochs 40 --batch-size 16 --lr 1e-4 --warmup 0 --schedule constant
@@ -232,7 +233,7 @@ def main() -> None:
     parser.add_argument("workdir", nargs="?", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "rate"], choices=["accuracy", "rate"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=60, help="training epochs (paper: 40)")
+    parser.add_argument("--epochs", type=int, default=80, help="training epochs (paper: 40)")
     parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 1e-4)")
     parser.add_argument("--warmup", type=int, default=2, help="epochs of learning-rate warm-up (paper: 0)")
     parser.add_argument("--schedule", default="cosine", choices=["constant", "step", "cosine"],
