@@ -15,10 +15,10 @@ class WeightAverage:
     the parameters; integer ones (BatchNorm's batch count) follow the live model.
     """
 
-    def __init__(self, model, decay: float, state: dict[str, Any] | None = None, updates: int = 0):
+    def __init__(self, model, decay: float):
         self.decay = decay
-        self.updates = updates
-        self.state = state if state is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.updates = 0
+        self.state: dict[str, Any] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def keep(self) -> float:
         """The share of the shadow kept at the next update."""

@@ -553,8 +553,8 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         best.update(epoch=meta["best_epoch"], val=meta["best_val"], bad_epochs=meta["bad_epochs"])
         best["weights"] = weights_from_arrays(arrays, "best.") or None
         if average is not None:
-            state = {k: v.to(device) for k, v in weights_from_arrays(arrays, "average.").items()}
-            average = WeightAverage(model, hyper.ema, state, meta["average_updates"])
+            average.state = {k: v.to(device) for k, v in weights_from_arrays(arrays, "average.").items()}
+            average.updates = meta["average_updates"]
         # A run that had already stopped early resumes straight to writing its checkpoint.
         start_epoch = hyper.epochs + 1 if meta.get("stopped") else meta["epoch"] + 1
         on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
