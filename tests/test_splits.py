@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.ndimage import distance_transform_cdt
+from scipy.ndimage import label as label_regions
 
 from hsicli.data import splits
 from hsicli.data.splits import TEST, TRAIN, UNUSED, VAL
@@ -298,6 +299,132 @@ def test_spatial_blocks_rejects_block_below_guard_radius():
         splits.spatial_blocks(labels, train=0.1, val=0.0, patch=25, seed=0, block=8)
 
 
+# -- controlled random sampling ------------------------------------------------------------
+
+SALINAS_A = "salinasA/SalinasA_gt.mat"
+INDIAN_SUBSET = "indian-pines-subset/Indian_part.mat"
+
+
+def load_subset_gt() -> np.ndarray:
+    """The Indian Pines subset's `grd` (85 × 70, 4 classes), read directly (the file also holds the cube)."""
+    import scipy.io
+
+    path = DATA / INDIAN_SUBSET
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real data lives in ../shared/data)")
+    return scipy.io.loadmat(path, variable_names=["grd"])["grd"].astype(np.int64)
+
+
+def real_layout(name: str) -> np.ndarray:
+    return load_subset_gt() if name == INDIAN_SUBSET else load_gt(name)
+
+
+@pytest.mark.parametrize("relative", [SALINAS_A, INDIAN_SUBSET, "groundtruth/indian_pines_corrected_gt.mat"])
+@pytest.mark.parametrize("patch,train,val", [(11, 0.01, 0.01), (11, 0.1, 0.05), (25, 0.05, 0.0)])
+def test_controlled_separates_train_from_test(relative, patch, train, val):
+    labels = real_layout(relative)
+    split = splits.controlled(labels, train=train, val=val, patch=patch, seed=0)
+    assert_partition(split, np.where(split > 0, labels, 0))
+    # No validation or test pixel lies within the patch radius of a training pixel ...
+    distance = chebyshev_to_train(split)
+    assert distance[(split == VAL) | (split == TEST)].min() > patch // 2
+    assert splits.leakage(split, patch) == 0.0
+    # ... and only those within it are left out.
+    assert np.all(distance[(labels > 0) & (split == UNUSED)] <= patch // 2)
+    # Training counts are the stratified rule's, class by class.
+    table, n = per_class_table(split, labels), class_sizes(labels)
+    assert table[:, 0].tolist() == [expected_stratified(int(k), train, val)[0] for k in n]
+
+
+@pytest.mark.parametrize("relative", [SALINAS_A, INDIAN_SUBSET])
+def test_controlled_without_guard_is_the_papers_protocol(relative):
+    # Liang et al.: the rest of each class is test; leakage falls well below a random split's.
+    labels = real_layout(relative)
+    split = splits.controlled(labels, train=0.05, val=0.0, patch=11, seed=1, guard=False)
+    assert_partition(split, labels)
+    table, n = per_class_table(split, labels), class_sizes(labels)
+    assert table[:, 0].tolist() == [half_up(0.05, int(k)) for k in n]
+    assert table[:, 2].tolist() == (n - table[:, 0]).tolist()
+    random = splits.leakage(splits.stratified(labels, train=0.05, val=0.0, seed=1), 11)
+    assert random > 0.95
+    assert splits.leakage(split, 11) < 0.35
+
+
+def test_controlled_grows_one_compact_region_per_connected_region():
+    # Class 1 is two separate fields of 60 × 50 and 20 × 50 pixels (4 columns apart): 10 % of the
+    # class (400 pixels) is shared 3 : 1 between them, each share grown as one 8-connected blob.
+    labels = np.zeros((60, 120), dtype=np.int64)
+    labels[:, :50], labels[:20, 54:104] = 1, 1
+    labels[:, 110:] = 2  # 600 pixels, one region
+    for seed in range(4):
+        split = splits.controlled(labels, train=0.1, val=0.0, patch=5, seed=seed)
+        for field, count, limit in [
+            ((slice(None), slice(0, 50)), 300, 25),
+            ((slice(0, 20), slice(54, 104)), 100, 20),
+            ((slice(None), slice(110, None)), 60, 20),
+        ]:
+            train = split[field] == TRAIN
+            assert train.sum() == count
+            assert label_regions(train, structure=np.ones((3, 3)))[1] == 1
+            # Breadth-first growth from a seed: within one Chebyshev ball around it, so the blob's
+            # bounding box stays near sqrt(count) (a half ball where it meets a field's edge).
+            rows, cols = np.nonzero(train)
+            assert max(np.ptp(rows), np.ptp(cols)) < limit
+        assert splits.leakage(split, 5) == 0.0
+
+
+def test_controlled_validation_is_grown_outside_the_guard():
+    labels = np.ones((40, 40), dtype=np.int64)
+    labels[:, 20:] = 2
+    split = splits.controlled(labels, train=0.05, val=0.1, patch=7, seed=3)
+    table = per_class_table(split, labels)
+    assert table[:, 0].tolist() == [40, 40] and table[:, 1].tolist() == [80, 80]
+    assert chebyshev_to_train(split)[split == VAL].min() > 3
+    for cls in (1, 2):  # one seed suffices in an open field: the validation region is one blob
+        assert label_regions((split == VAL) & (labels == cls), structure=np.ones((3, 3)))[1] == 1
+
+
+def test_controlled_seeded():
+    labels = real_layout(SALINAS_A)
+    a = splits.controlled(labels, train=0.01, val=0.01, patch=11, seed=4)
+    assert np.array_equal(a, splits.controlled(labels, train=0.01, val=0.01, patch=11, seed=4))
+    assert not np.array_equal(a, splits.controlled(labels, train=0.01, val=0.01, patch=11, seed=5))
+
+
+def test_controlled_class_too_small_hints_min_pixels():
+    with pytest.raises(HsiError) as caught:
+        splits.controlled(rows_of(10, 2), train=0.1, val=0.1, patch=5, seed=0)
+    assert "class 2 has 2" in caught.value.message
+    assert "--min-pixels 3" in caught.value.hint
+
+
+# -- small classes ----------------------------------------------------------------------------
+
+
+def test_drop_small_classes():
+    labels = rows_of(10, 2, 4, 6)
+    kept, dropped = splits.drop_small_classes(labels, 5)
+    assert dropped == {2: 2, 3: 4}
+    assert np.array_equal(kept, np.where(np.isin(labels, [2, 3]), 0, labels))
+    # The split of what is left samples no dropped pixel.
+    split = splits.stratified(kept, train=0.5, val=0.0, seed=0)
+    assert np.all(split[np.isin(labels, [2, 3])] == UNUSED)
+    assert splits.drop_small_classes(labels, 2)[1] == {}
+    with pytest.raises(HsiError, match="drops every class"):
+        splits.drop_small_classes(labels, 11)
+    with pytest.raises(HsiError, match="--min-pixels"):
+        splits.drop_small_classes(labels, 0)
+
+
+def test_too_small_classes_hint_min_pixels():
+    with pytest.raises(HsiError) as caught:
+        splits.stratified(rows_of(10, 2, 4), train=0.5, val=0.1, seed=0)
+    assert "--min-pixels 3" in caught.value.hint
+    with pytest.raises(HsiError) as caught:
+        splits.per_class(rows_of(20, 2, 4), train=3, val=0, seed=0)
+    assert "--min-pixels 4" in caught.value.hint
+
+
 # -- leakage ----------------------------------------------------------------------------------
 
 
@@ -452,3 +579,35 @@ def test_labels_rejected():
         splits.stratified(np.ones((3, 3)), train=0.5, val=0.0, seed=0)
     with pytest.raises(HsiError, match="no labelled pixels"):
         splits.stratified(np.zeros((3, 3), dtype=np.int64), train=0.5, val=0.0, seed=0)
+
+
+# -- through the pipe ---------------------------------------------------------------------------
+
+
+def test_controlled_and_min_pixels_through_the_pipe(synthetic_scene, shell, tmp_path):
+    from tests.conftest import synthetic_arrays
+    from hsicli.store.scene import SceneStore
+
+    cube, gt = synthetic_arrays(bands=16)
+    gt[0, :2] = 5  # a class of 2 labelled pixels, too small for a split with validation
+    synthetic_scene("ip.mat", cube=cube, gt=gt)
+
+    refused = shell("hsi prep ip.mat --pca 8 | hsi split --controlled --ratio 0.1 --val 0.1 --patch 5")
+    assert refused.returncode == 1
+    assert "class 5 has 2" in refused.stderr and "--min-pixels 3" in refused.stderr
+
+    piped = shell("hsi prep ip.mat --pca 8 | hsi split --controlled --ratio 0.1 --val 0.1 --patch 5 --min-pixels 3")
+    assert piped.returncode == 0, piped.stderr
+    line = piped.stdout.strip()
+    assert line == str(tmp_path / "ip-pca8.zarr" / "splits" / "controlled-p5-ratio0.1-val0.1-seed0-min3")
+    assert "dropped (2 px" in piped.stderr
+    store = SceneStore.open(tmp_path / "ip-pca8.zarr")
+    layer = store.read_layer("splits", "controlled-p5-ratio0.1-val0.1-seed0-min3")
+    labels = store.gt()
+    assert layer.attrs["strategy"] == "controlled"
+    assert layer.attrs["dropped"] == [{"class": 5, "name": store.class_names[4], "pixels": 2}]
+    assert np.all(layer.data[labels == 5] == UNUSED)
+    assert layer.attrs["leakage"]["share"] == 0.0
+    assert chebyshev_to_train(layer.data)[(layer.data == VAL) | (layer.data == TEST)].min() > 2
+    kept = class_sizes(np.where(labels == 5, 0, labels))[:4]
+    assert per_class_table(layer.data, labels)[:4, 0].tolist() == [expected_stratified(int(k), 0.1, 0.1)[0] for k in kept]

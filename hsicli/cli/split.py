@@ -26,6 +26,22 @@ def split(
         bool,
         typer.Option("--spatial", help="Spatially disjoint blocks with a guard margin of the patch radius."),
     ] = False,
+    controlled: Annotated[
+        bool,
+        typer.Option(
+            "--controlled",
+            help="Controlled random sampling (Liang et al. 2017, Lite-C2ANet): per class, training regions grown "
+            "from a random seed in each connected region, plus a guard margin of the patch radius.",
+        ),
+    ] = False,
+    guard: Annotated[
+        bool,
+        typer.Option(
+            "--guard/--no-guard",
+            help="With --controlled: leave out the labelled pixels within the patch radius of a training pixel "
+            "(--no-guard keeps them as test, as the paper does).",
+        ),
+    ] = True,
     block: Annotated[Optional[int], typer.Option("--block", help="Block size in pixels for --spatial.")] = None,
     from_maps: Annotated[
         Optional[Path], typer.Option("--from-maps", help="Import predefined train/test maps (e.g. Houston 2013).")
@@ -36,6 +52,14 @@ def split(
         int, typer.Option("--patch", help="Patch size for the leakage report and the --spatial guard margin.")
     ] = 11,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    min_pixels: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-pixels",
+            help="Drop the classes with fewer labelled pixels than this: never sampled, recorded in the split, "
+            "shown as dropped by evaluate and plot.",
+        ),
+    ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", help="Layer name (default: derived from the parameters and seed).")
     ] = None,
@@ -53,6 +77,10 @@ def split(
       hsi split scene.zarr --ratio 0.01 --val 0.01  (Lite-C2ANet 1/1/98)
 
       hsi split scene.zarr --ratio 0.1 --spatial --patch 11
+
+      hsi split scene.zarr --ratio 0.01 --val 0 --controlled --patch 11   (Lite-C2ANet [37])
+
+      hsi split scene.zarr --ratio 0.05 --min-pixels 10   (leave out classes under 10 pixels)
     """
     from hsicli.data.splitting import SplitRequest, make_split
 
@@ -63,12 +91,15 @@ def split(
         val=val,
         per_class=per_class,
         spatial=spatial,
+        controlled=controlled,
+        guard=guard,
         block=block,
         from_maps=from_maps,
         train_var=train_var,
         test_var=test_var,
         patch=patch,
         seed=seed,
+        min_pixels=min_pixels,
         name=name,
     )
     result = make_split(path, request, command=command_line())

@@ -17,12 +17,15 @@ class SplitRequest:
     val: float | None = None
     per_class: int | None = None
     spatial: bool = False
+    controlled: bool = False
+    guard: bool = True
     block: int | None = None
     from_maps: Path | None = None
     train_var: str | None = None
     test_var: str | None = None
     patch: int = 11
     seed: int = 0
+    min_pixels: int | None = None
     name: str | None = None
 
     def strategy(self) -> str:
@@ -31,22 +34,31 @@ class SplitRequest:
             raise UsageError("--per-class and --from-maps exclude each other", hint="choose one strategy")
         if chosen and self.ratio is not None:
             raise UsageError(f"--ratio and --{chosen[0]} exclude each other", hint="choose one strategy")
-        if self.spatial and chosen:
-            raise UsageError("--spatial works with --ratio only", hint="drop --per-class / --from-maps")
+        if self.spatial and self.controlled:
+            raise UsageError("--spatial and --controlled exclude each other", hint="choose one strategy")
+        kind = "--spatial" if self.spatial else "--controlled" if self.controlled else None
+        if kind and chosen:
+            raise UsageError(f"{kind} works with --ratio only", hint="drop --per-class / --from-maps")
+        if not self.guard and not self.controlled:
+            raise UsageError("--no-guard applies to --controlled only", hint="add --controlled or drop --no-guard")
         if chosen:
             return chosen[0]
         if self.ratio is None:
             raise UsageError("no split strategy given", hint="use --ratio, --per-class or --from-maps")
-        return "spatial" if self.spatial else "stratified"
+        return "spatial" if self.spatial else "controlled" if self.controlled else "stratified"
 
     def default_name(self) -> str:
         strategy = self.strategy()
+        suffix = f"-min{self.min_pixels}" if self.min_pixels else ""
         if strategy == "maps":
-            return f"maps-{Path(self.from_maps).stem}"
+            return f"maps-{Path(self.from_maps).stem}{suffix}"
         if strategy == "per-class":
-            return f"perclass{self.per_class}-val{self.val or 0:g}-seed{self.seed}"
-        prefix = f"spatial-p{self.patch}-" if strategy == "spatial" else ""
-        return f"{prefix}ratio{self.ratio:g}-val{self._val():g}-seed{self.seed}"
+            return f"perclass{self.per_class}-val{self.val or 0:g}-seed{self.seed}{suffix}"
+        prefix = {
+            "spatial": f"spatial-p{self.patch}-",
+            "controlled": f"controlled-p{self.patch}-" if self.guard else "controlled-noguard-",
+        }.get(strategy, "")
+        return f"{prefix}ratio{self.ratio:g}-val{self._val():g}-seed{self.seed}{suffix}"
 
     def _val(self) -> float:
         return 0.08 if self.val is None else self.val
@@ -111,15 +123,22 @@ def make_split(store_path: Path, request: SplitRequest, *, command: str) -> Spli
 
     store = SceneStore.open(store_path)
     strategy = request.strategy()
-    labels = store.gt()
+    labels = scene_labels = store.gt()
     if strategy != "maps" and not labels.any():
         raise HsiError(f"{store.path} has no labelled pixels to split", hint="prep the scene with a ground truth (--gt)")
     inputs = {"store": store.describe()}
+    dropped: dict[int, int] = {}
+    if request.min_pixels is not None:
+        labels, dropped = splits.drop_small_classes(labels, request.min_pixels)
     if strategy == "stratified":
         layer = splits.stratified(labels, train=request.ratio, val=request._val(), seed=request.seed)
     elif strategy == "spatial":
         layer = splits.spatial_blocks(
             labels, train=request.ratio, val=request._val(), patch=request.patch, seed=request.seed, block=request.block
+        )
+    elif strategy == "controlled":
+        layer = splits.controlled(
+            labels, train=request.ratio, val=request._val(), patch=request.patch, seed=request.seed, guard=request.guard
         )
     elif strategy == "per-class":
         if request.per_class < 1:
@@ -130,9 +149,11 @@ def make_split(store_path: Path, request: SplitRequest, *, command: str) -> Spli
         layer = splits.per_class(labels, train=request.per_class, val=val_count, seed=request.seed)
     else:
         train_map, test_map = _read_maps(request, store)
+        if dropped:
+            train_map, test_map = (np.where(np.isin(m, list(dropped)), 0, m) for m in (train_map, test_map))
         layer, map_labels = splits.from_maps(train_map, test_map, val=request.val or 0.0, seed=request.seed)
-        unlabelled = (layer > 0) & (labels == 0)
-        disagree = (layer > 0) & (labels > 0) & (labels != map_labels)
+        unlabelled = (layer > 0) & (scene_labels == 0)
+        disagree = (layer > 0) & (scene_labels > 0) & (scene_labels != map_labels)
         if unlabelled.any() or disagree.any():
             raise InputError(
                 f"the maps in {request.from_maps} label {int(unlabelled.sum())} pixels the store leaves unlabelled "
@@ -148,24 +169,36 @@ def make_split(store_path: Path, request: SplitRequest, *, command: str) -> Spli
         "strategy": strategy,
         "params": {
             "ratio": request.ratio,
-            "val": request._val() if strategy in ("stratified", "spatial") else request.val,
+            "val": request._val() if strategy in ("stratified", "spatial", "controlled") else request.val,
             "per_class": request.per_class,
             "block": request.block,
             "patch": request.patch,
             "seed": request.seed,
+            "guard": request.guard,
+            "min_pixels": request.min_pixels,
         },
+        # Classes left out by --min-pixels: no pixel of theirs is trained, validated or tested.
+        "dropped": [
+            {"class": c, "name": store.class_names[c - 1], "pixels": pixels} for c, pixels in dropped.items()
+        ],
         "leakage": {"patch": request.patch, "share": leakage},
         "counts": counts,
         "provenance": record(command, inputs),
     }
     path = store.add_layer("splits", name, layer.astype(np.uint8), attrs)
-    return SplitResult(path, name, leakage, counts, _report(name, store.class_names, counts, leakage, request.patch))
+    report = _report(name, store.class_names, counts, leakage, request.patch, dropped)
+    return SplitResult(path, name, leakage, counts, report)
 
 
-def _report(name: str, class_names: list[str], counts: dict[str, list[int]], leakage: float, patch: int) -> str:
+def _report(
+    name: str, class_names: list[str], counts: dict[str, list[int]], leakage: float, patch: int, dropped: dict[int, int]
+) -> str:
     width = max(len(n) for n in class_names) if class_names else 5
     lines = [f"split {name}:", f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6}"]
     for index, class_name in enumerate(class_names):
+        if index + 1 in dropped:
+            lines.append(f"  {class_name:<{width}}  dropped ({dropped[index + 1]} px < --min-pixels)")
+            continue
         lines.append(
             f"  {class_name:<{width}}  {counts['train'][index]:>6} {counts['val'][index]:>6} {counts['test'][index]:>6}"
         )
