@@ -18,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
 from hsicli.cli import main
 from hsicli.data.splits import TEST, TRAIN, VAL, stratified
 from hsicli.engine.evaluate import evaluate
+from hsicli.engine.metrics import format_table
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
 
@@ -119,6 +120,27 @@ def test_several_runs_give_mean_and_std(tmp_path, scene):
     # Each run's metrics beside its prediction, the summary where asked.
     assert [json.loads((tmp_path / f"r{i}.metrics.json").read_text())["oa"] for i in range(3)] == pytest.approx(oas)
     assert json.loads((tmp_path / "summary.json").read_text())["oa"]["mean"] == pytest.approx(oas.mean())
+
+
+def test_dropped_classes_are_left_out_and_marked(tmp_path, scene):
+    # A split made with --min-pixels that dropped class 4 ("d"): its pixels are no test pixels,
+    # the metrics cover classes 1-3 only, and the tables mark the class as dropped.
+    gt, _ = sets(scene)
+    layer = stratified(np.where(gt == 4, 0, gt), train=0.3, val=0.1, seed=1).astype(np.uint8)
+    scene.add_layer("splits", "min", layer, {"dropped": [{"class": 4, "name": "d", "pixels": int((gt == 4).sum())}]})
+    test = (layer == TEST) & (gt > 0)
+    maps = [noisy_map(scene, rate, seed) for seed, rate in enumerate((0.1, 0.2))]
+    paths = [write_prediction(tmp_path / f"m{i}.pred.zarr", scene, m) for i, m in enumerate(maps)]
+    one = evaluate(paths[:1], split="min", out=None, command="test").result
+    assert one["n"] == int(test.sum()) and not (test & (gt == 4)).any()
+    assert one["oa"] == pytest.approx((maps[0][test] == gt[test]).mean(), abs=1e-12)
+    assert one["per_class"][3]["dropped"] is True and one["per_class"][3]["accuracy"] is None
+    assert not any(row.get("dropped") for row in one["per_class"][:3])
+    assert [row[0] for row in format_table(one)[1:5]] == ["a", "b", "c", "d (dropped)"]
+    summary = evaluate(paths, split="min", out=tmp_path / "min.json", command="test").result
+    assert [row[0] for row in format_table(summary)[1:5]] == ["a", "b", "c", "d (dropped)"]
+    # On the split that kept class 4, nothing is marked.
+    assert not any(row.get("dropped") for row in evaluate(paths[:1], split="s", out=None, command="test").result["per_class"])
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

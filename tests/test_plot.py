@@ -132,7 +132,7 @@ def make_scene(path: Path, height: int, width: int, geo: dict | None, seed: int 
 
 def make_prediction(folder: Path, store: SceneStore, truth: np.ndarray, *, model: str, patch: int, seed: int,
                     params: int, error: float, embeddings: bool = True, weights: bool = False,
-                    evaluated: bool = True) -> Path:
+                    evaluated: bool = True, split: str = "s0") -> Path:
     """A checkpoint (history, hyper-parameters, `params` weights) and its prediction store."""
     rng = np.random.default_rng(seed * 100 + patch)
     epochs = 4
@@ -154,7 +154,7 @@ def make_prediction(folder: Path, store: SceneStore, truth: np.ndarray, *, model
     probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     entropy = -(probabilities * np.log(probabilities)).sum(-1)
     attrs = {"model": model, "class_names": NAMES, "class_colors": COLORS, "checkpoint": describe_file(checkpoint),
-             "scene_store": store.describe(), "split": "s0"}
+             "scene_store": store.describe(), "split": split}
     path = folder / f"{name}.pred.zarr"
     height, width = truth.shape
     with PredictionStore.build(path, height=height, width=width, n_classes=4, probabilities=True,
@@ -357,6 +357,23 @@ def test_map_figure_draws_the_class_colours_and_legend(toy):
     np.testing.assert_array_equal(map_ax.images[0].get_array(), palette[pred.classes()])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == NAMES
     assert len(map_ax.child_axes) == 1  # the zoom inset
+
+
+def test_map_legend_marks_the_classes_the_split_dropped(toy, tmp_path):
+    from hsicli.plot.common import style
+    from hsicli.plot.maps import map_figure
+
+    import shutil
+
+    store = SceneStore.open(shutil.copytree(toy["store"], tmp_path / "toy.zarr"))  # the module's store keeps one split
+    layer = store.read_layer("splits", "s0").data
+    store.add_layer("splits", "min", np.where(store.gt() == 4, 0, layer).astype(np.uint8),
+                    {"dropped": [{"class": 4, "name": NAMES[3], "pixels": int((store.gt() == 4).sum())}]})
+    pred = make_prediction(tmp_path, store, toy["truth"], model="toyD", patch=3, seed=0, params=10, error=0.1,
+                           embeddings=False, evaluated=False, split="min")
+    with style():
+        fig = map_figure([pred], PlotOptions(with_gt=True))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [*NAMES[:3], f"{NAMES[3]} (dropped)"]
 
 
 @pytest.mark.parametrize("artifacts", ["toy", "salinas"])  # a tall scene and a square one

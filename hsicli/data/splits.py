@@ -620,6 +620,13 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def dropped_classes(store, split: str | None) -> dict[int, int]:
+    """{class id: labelled pixels} of the classes the store's split `split` left out
+    (`hsi split --min-pixels`); {} for no split, a missing one, or one that dropped nothing."""
+    attrs = store.layer_attrs("splits", split) if split else {}
+    return {int(entry["class"]): int(entry["pixels"]) for entry in attrs.get("dropped", [])}
+
+
 def labelled_test_mask(store, split: str, recorded_fingerprint: str | None, trained: str, hint: str) -> np.ndarray:
     """(H, W) mask of the labelled test pixels of the store's `split`; refused when the split was
     written again since the model `trained` (a file name) was trained on it, as its test pixels

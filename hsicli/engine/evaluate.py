@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hsicli.data.splits import labelled_test_mask
+from hsicli.data.splits import dropped_classes, labelled_test_mask
 from hsicli.engine.metrics import classification_metrics, summarize_runs
 from hsicli.errors import HsiError
 from hsicli.store.atomic import atomic_path
@@ -67,6 +67,9 @@ def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict
         probabilities=None if probabilities is None else probabilities[test],
         embeddings=embeddings,
     )
+    # Classes the split dropped have no test pixels; their rows say why.
+    for cls in dropped_classes(store, split_name):
+        metrics["per_class"][cls - 1]["dropped"] = True
     metrics.update(
         prediction=str(prediction.path.absolute()),
         split=split_name,

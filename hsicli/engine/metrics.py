@@ -21,7 +21,8 @@ Lite-C2ANet §4.1: OA, AA, κ):
   degenerate one-cluster and all-singleton cases, as scikit-learn).
 - ``per_class``: support, precision, recall, F1 with scikit-learn's ``zero_division=0``
   (0 where the class is never predicted / never present), and ``accuracy``: the class's recall as
-  the papers print it, ``None`` for a class with no evaluated pixels.
+  the papers print it, ``None`` for a class with no evaluated pixels; ``dropped``: true for a
+  class the split left out (``hsi split --min-pixels``), which the tables mark as such.
 - with ``probabilities``: per-class ``ap`` (average precision, one-vs-rest, the area under the
   step-wise precision-recall curve; CLAReSNet §V-C reports per-class AP), ``None`` for absent
   classes, and ``map``, their mean over present classes.
@@ -169,6 +170,9 @@ def summarize_runs(runs: list[dict]) -> dict:
         {"name": name, "accuracy": _stats([a for a in values if a is not None])}
         for name, values in zip(names, accuracies)
     ]
+    for k, row in enumerate(summary["per_class"]):
+        if any(run["per_class"][k].get("dropped") for run in runs):
+            row["dropped"] = True
     return summary
 
 
@@ -183,6 +187,7 @@ def format_table(result: dict, class_names: Sequence[str] | None = None) -> list
         if class_names is not None
         else [row["name"] for row in result["per_class"]]
     )
+    names = [f"{name} (dropped)" if row.get("dropped") else name for name, row in zip(names, result["per_class"])]
     if "runs" in result:
         rows = [["Class", f"Accuracy (%), mean ± std over {result['runs']} runs"]]
         rows += [[name, _mean_std(row["accuracy"])] for name, row in zip(names, result["per_class"])]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.data.splits import TEST, TRAIN, VAL, dropped_classes
 from hsicli.errors import StoreError, UsageError
 from hsicli.plot.common import (
     PlotOptions, Raster, add_legend, class_palette, colorize, hex_to_rgb, legend_height, map_panel_size,
@@ -74,7 +74,12 @@ class Source:
 
     @property
     def names(self) -> list[str]:
-        return list(self.attrs["class_names"])
+        """Class names; those the prediction's split dropped (--min-pixels) say so."""
+        names = list(self.attrs["class_names"])
+        if self.prediction is not None:
+            for cls in dropped_classes(self.store, self.prediction.attrs.get("split")):
+                names[cls - 1] += " (dropped)"
+        return names
 
     @property
     def colors(self) -> list[str]:
@@ -87,7 +92,7 @@ class Source:
     @property
     def code_names(self) -> dict[int, str]:
         """Class code (1..C; 0 is unlabelled or masked) → class name."""
-        return dict(enumerate(self.names, start=1))
+        return dict(enumerate(self.attrs["class_names"], start=1))
 
     @cached_property
     def gt(self) -> np.ndarray:
