@@ -34,3 +34,9 @@ class UsageError(HsiError):
     """Options that contradict each other or are out of range. Exit code 2."""
 
     exit_code = 2
+
+
+class Interrupted(HsiError):
+    """Stopped by Ctrl-C (SIGINT); the message says what was kept. Exit code 130 (128 + SIGINT)."""
+
+    exit_code = 130

@@ -321,6 +321,40 @@ def test_error_lines_from_a_real_process(hsi, shell, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_says_what_was_interrupted_and_kept(hsi_exe, hsi_env, tmp_path):
+    """typer turns KeyboardInterrupt into a bare exit 130 before our handler sees it (issue 17)."""
+    import signal
+    import time
+
+    # `hsi split` waiting for a path on stdin; Python leaves SIGINT ignored when its parent ignored it.
+    process = subprocess.Popen([str(hsi_exe), "split", "--ratio", "0.5"], cwd=tmp_path, env=hsi_env, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(3)  # past start-up, blocked on stdin
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stdout == "", stderr
+    assert stderr.splitlines() == [
+        "Error: hsi split interrupted (Ctrl-C); no half-written output was left (each output appears only when complete)"
+    ]
+
+
+def test_memory_and_library_failures_are_one_line_errors(cli, monkeypatch, tmp_path):
+    from harness import run_console
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("hsicli.store.inspect.describe", exhausted)
+    result = cli("info", tmp_path)
+    assert result.exit_code == 1 and result.stderr.splitlines()[0] == "Error: out of memory", result.stderr
+    assert_one_error(result)
+    # Under a low `ulimit -v` libtorch cannot be mapped: the import fails, an ImportError.
+    run = run_console(["models"], tmp_path, address_space=300 * 2**20, timeout=120)
+    assert run.code == 1 and run.stdout == "", run.describe()
+    assert "Error: cannot load" in run.stderr and "ulimit -v" in run.stderr and "internal error" not in run.stderr
+
+
 # -- outputs are never overwritten silently --------------------------------------------------
 
 

@@ -223,6 +223,7 @@ CHECKPOINT_CASES = [
     # or refuse it, as long as it is no internal error))
     ("bands", {"input__bands": "6"}, ("5 bands", "expects 6"), ("predict",)),
     ("newer-schema", {"hsi_schema": "2"}, ("schema 2",), ("predict", "info")),
+    ("schema-as-a-string", {"hsi_schema": '"1"'}, ("invalid checkpoint schema '1'",), ("predict", "info")),
     ("resume-state", {"kind": '"resume-state"'}, ("not a checkpoint",), ("predict",)),
     ("code-as-model", {"model": json.dumps("__import__('os').system('touch pwned')")}, ("unknown model",),
      ("predict",)),
@@ -304,17 +305,64 @@ def test_damaged_checkpoint_bytes(shared, cut, flips):
             assert "\n" not in error.message and error.hint
 
 
+# -- non-finite weights ----------------------------------------------------------------------------
+
+TINY_HYBRIDSN = {"patch": 5, "conv3d_channels": [2], "conv3d_depths": [3], "conv2d_channels": 4, "hidden": [8]}
+
+
+def poisoned(checkpoint: Path, out: Path, tensor: str | None = None) -> tuple[Path, str]:
+    """A copy of `checkpoint` whose tensor `tensor` (default: its first) holds a NaN."""
+    with safe_open(str(checkpoint), framework="numpy") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensor = tensor or next(k for k in sorted(tensors) if tensors[k].dtype.kind == "f" and tensors[k].size > 1)
+    tensors[tensor] = tensors[tensor].copy()
+    tensors[tensor].reshape(-1)[1] = np.nan
+    save_file(tensors, str(out), metadata=metadata)
+    return out, tensor
+
+
+def test_non_finite_weights_are_refused_by_every_loader(shared, cli, tmp_path):
+    """A NaN checkpoint went through the whole pipe with exit 0 (issue 17): predict wrote NaN
+    probabilities, pseudolabel a layer at T = nan, train --init a checkpoint of NaN tensors."""
+    from hsicli.engine.predict import PredictOptions, predict
+    from hsicli.engine.train import TrainOptions, train
+
+    shutil.copytree(shared / "s.zarr", tmp_path / "s.zarr")
+    torch_model = train(tmp_path / "s.zarr", TrainOptions(model="hybridsn", model_args=TINY_HYBRIDSN, patch=5,
+                                                          epochs=1, split="a", device="cpu", threads=1,
+                                                          out=tmp_path / "t.safetensors"), command="test").path
+    bad, tensor = poisoned(torch_model, tmp_path / "nan.safetensors")
+    bad_svm, svm_tensor = poisoned(shared / "m.safetensors", tmp_path / "nan-svm.safetensors")
+    before = snapshot(tmp_path)
+    assert_error(cli("predict", bad, "--out", "x.pred.zarr"), "nan.safetensors", tensor, "NaN")
+    assert_error(cli("predict", bad_svm, "--out", "x.pred.zarr"), svm_tensor, "NaN")
+    assert_error(cli("train", "s.zarr", "--split", "a", "--model", "hybridsn", "--patch", "5", "--epochs", "1",
+                     "--model-args", json.dumps(TINY_HYBRIDSN), "--init", bad, "--out", "x.safetensors"),
+                 "nan.safetensors", tensor)
+    assert snapshot(tmp_path) == before
+
+    # A prediction made from such weights before this check existed is refused by pseudolabel.
+    prediction = predict(torch_model, PredictOptions(out=tmp_path / "p.zarr", device="cpu"), command="test").path
+    probabilities = zarr.open_array(str(prediction / "probabilities"), mode="r+")
+    probabilities[0, 0, :] = np.nan
+    before = snapshot(tmp_path)
+    assert_error(cli("pseudolabel", prediction), "p.zarr", "non-finite")
+    assert snapshot(tmp_path) == before
+
+
 # -- schemas ----------------------------------------------------------------------------------------
 
 
-def test_prediction_from_a_newer_schema(shared, cli, tmp_path):
+@pytest.mark.parametrize("schema, phrase", [(99, "schema 99, newer"), ("1", "invalid store schema '1'")])
+def test_prediction_from_a_newer_schema(shared, cli, tmp_path, schema, phrase):
     shutil.copytree(shared / "p.zarr", tmp_path / "p.zarr")
     meta = tmp_path / "p.zarr" / "zarr.json"
     document = json.loads(meta.read_text())
-    document["attributes"]["hsi_schema"] = 99
+    document["attributes"]["hsi_schema"] = schema
     meta.write_text(json.dumps(document))
     for command in ("info", "evaluate"):
-        assert_error(cli(command, "p.zarr"), "p.zarr", "schema 99")
+        assert_error(cli(command, "p.zarr"), "p.zarr", phrase)
 
 
 # -- recorded paths are only read ------------------------------------------------------------------

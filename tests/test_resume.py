@@ -18,7 +18,7 @@ from safetensors import safe_open
 from hsicli.data.splits import stratified
 import hsicli.engine.train as train_module
 from hsicli.engine.train import TrainOptions, resume_path, train
-from hsicli.errors import StoreError
+from hsicli.errors import HsiError, StoreError
 from hsicli.store.checkpoint import load_arrays
 from hsicli.store.scene import SceneStore
 
@@ -104,25 +104,36 @@ def assert_same_run(checkpoint: Path, reference: Path) -> None:
     assert meta["training"]["best_epoch"] == expected_meta["training"]["best_epoch"]
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, scene, uninterrupted):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, scene, uninterrupted, stop):
     out = tmp_path / "killed.safetensors"
     state = resume_path(out)
     command = cli_args(scene.path, out)
-    run = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Python leaves SIGINT ignored when its parent ignored it (a background job): restore the default.
+    run = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     killed_after = None
     while time.monotonic() < deadline and run.poll() is None:
         epoch = state_epoch(state)
         if epoch is not None and epoch >= 2:
-            os.kill(run.pid, signal.SIGKILL)
+            os.kill(run.pid, stop)
             killed_after = epoch
             break
         time.sleep(0.01)
-    _, stderr = run.communicate(timeout=60)
+    stdout, stderr = run.communicate(timeout=60)
     assert killed_after is not None, f"training ended (rc {run.returncode}) before epoch 2 was seen: {stderr}"
-    assert run.returncode == -signal.SIGKILL
     assert not out.exists()
-    assert 2 <= state_epoch(state) < EPOCHS
+    kept = state_epoch(state)
+    assert 2 <= kept < EPOCHS
+    if stop == signal.SIGKILL:
+        assert run.returncode == -signal.SIGKILL
+    else:  # one line: what was interrupted, the state kept and how to continue
+        assert run.returncode == 130 and stdout == "", stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1 and "Traceback" not in stderr, stderr
+        assert "training interrupted (Ctrl-C)" in errors[0] and f"after epoch {kept} is in {state}" in errors[0]
+        assert "--resume" in errors[0]
 
     resumed = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr
@@ -130,6 +141,25 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, scene, uninterru
     assert "resuming" in resumed.stderr
     assert_same_run(out, uninterrupted)
     assert not state.exists()  # a finished run leaves no state behind
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_state(monkeypatch, tmp_path, scene):
+    out = tmp_path / "diverged.safetensors"
+    state = resume_path(out)
+    clean_inputs = train_module._Batches.inputs
+
+    def diverging(self, *args, **kwargs):  # from epoch 3 on, every input (hence the loss) is NaN
+        inputs = clean_inputs(self, *args, **kwargs)
+        return inputs * float("nan") if state_epoch(state) == 2 else inputs
+
+    monkeypatch.setattr(train_module._Batches, "inputs", diverging)
+    with pytest.raises(HsiError) as error:
+        train(scene.path, options(out), command="test")
+    message = error.value.message
+    assert "loss became nan during epoch 3" in message and f"after epoch 2 is in {state}" in message, message
+    assert "--lr" in error.value.hint and not out.exists()
+    assert state_epoch(state) == 2
+    assert all(np.isfinite(array).all() for array in load_arrays(state)[0].values())
 
 
 def test_resume_without_a_state_file_starts_fresh(tmp_path, scene, uninterrupted):

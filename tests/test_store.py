@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,14 @@ def test_newer_schema_is_a_clear_error(store, cli):
     assert "upgrade" in raised.value.hint
     result = cli("info", store.path)
     assert result.exit_code == 1 and "newer" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("schema", ["1", 1.5, True, 0, [1]])
+def test_a_schema_that_is_no_whole_number_is_damage_not_a_newer_version(store, schema):
+    _edit_root_attributes(store.path, hsi_schema=schema)
+    with pytest.raises(StoreError, match=re.escape(f"invalid store schema {schema!r}")) as raised:
+        SceneStore.open(store.path)
+    assert "newer" not in raised.value.message and "upgrade" not in raised.value.hint
 
 
 def test_store_of_another_kind_is_a_clear_error(store, tmp_path):

@@ -68,9 +68,26 @@ def main() -> None:
         if exc.hint:
             print(f"Hint: {exc.hint}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
+    except SystemExit as exc:
+        if not _from_ctrl_c(exc):
+            raise
+        print(f"Error: {_command_name()} interrupted (Ctrl-C); no half-written output was left "
+              "(each output appears only when complete)", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:
+        if debug_enabled():
+            raise
+        print("Error: out of memory", file=sys.stderr)
+        print("Hint: free memory or raise the limit (ulimit -v); a smaller --batch-size or --patch needs less",
+              file=sys.stderr)
+        sys.exit(1)
+    except ImportError as exc:  # e.g. libtorch cannot be mapped under a low `ulimit -v`
+        if debug_enabled():
+            raise
+        print(f"Error: cannot load {exc.name or 'a library'}: {exc}", file=sys.stderr)
+        print("Hint: a memory limit (ulimit -v) too low to map it, or a broken installation: "
+              "raise the limit or reinstall hsicli", file=sys.stderr)
+        sys.exit(1)
     except OSError as exc:
         if debug_enabled():
             raise
@@ -84,3 +101,19 @@ def main() -> None:
         print(f"Error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("Hint: rerun with HSI_DEBUG=1 for a traceback and report it", file=sys.stderr)
         sys.exit(1)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """typer turns KeyboardInterrupt into Exit(130) and that into SystemExit: look down the chain."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _command_name() -> str:
+    words = [word for word in sys.argv[1:] if not word.startswith("-")]
+    return f"hsi {words[0]}" if words else "hsi"

@@ -269,6 +269,10 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str) 
     if probabilities is None:
         raise StoreError(f"{pred.path} holds no class probabilities",
                          hint="predict again without --no-probabilities")
+    non_finite = probabilities.size - int(np.count_nonzero(np.isfinite(probabilities)))
+    if non_finite:  # a threshold over NaN is NaN, and every comparison with it is false
+        raise StoreError(f"{pred.path} holds {non_finite} non-finite class probabilities (NaN or inf)",
+                         hint="the model that made it is damaged; train and predict again")
     source = pred.attrs.get("scene_store") or {}
     store = SceneStore.open(Path(source.get("path", "")))
     if source.get("fingerprint") != store.fingerprint:

@@ -27,7 +27,7 @@ import numpy as np
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.engine import distributed, preempt
-from hsicli.errors import HsiError, StoreError
+from hsicli.errors import HsiError, Interrupted, StoreError
 from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
 from hsicli.store.atomic import up_to_date
 from hsicli.store.checkpoint import load_arrays, read_header, save_arrays
@@ -224,9 +224,13 @@ def train(
             return TrainResult(out, {"model": options.model}, main=False)
         arrays, training = _fit_classical(spec.name, data, store, options, hyper)
     else:
-        with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
-            arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message,
-                                          world, preemption)
+        try:
+            with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
+                arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message,
+                                              world, preemption)
+        except KeyboardInterrupt:
+            raise Interrupted(f"training interrupted (Ctrl-C); {_kept_state(resume_path(out), key)}; "
+                              "run the same command with --resume to continue") from None
         if not world.is_main:
             return TrainResult(out, {"model": options.model}, main=False)
     training.update(
@@ -578,7 +582,7 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         total_loss, correct, seen = 0.0, 0, 0
         for index in distributed.rank_batches(order, hyper.batch_size, world):
             if distributed.any_rank(bool(preemption), world, device):
-                raise _preempted(preemption, epoch, state_file)
+                raise _preempted(preemption, epoch, state_file, run_key)
             rows, cols, y = data.train_rows[index], data.train_cols[index], data.train_y[index]
             x = batches.inputs(rows, cols, rng=rng, augment=True).to(device)
             target = batches.targets(rows, cols, y).to(device)
@@ -596,6 +600,13 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
             correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
             seen += len(index)
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], world, device)
+        if not math.isfinite(total_loss):  # the same sum on every rank, so all of them stop here
+            raise HsiError(
+                f"training stopped: the loss became {total_loss} during epoch {epoch}; "
+                f"{_kept_state(state_file, run_key)}",
+                hint="train again with a lower --lr or with --clip-grad (the kept state resumes the same "
+                     "settings only)",
+            )
         if average is not None:
             averaged.load_state_dict(average.state)
         val_acc = _validation_accuracy(averaged, batches, data, hyper, device, autocast, world)
@@ -650,11 +661,20 @@ def _validation_accuracy(model, batches: _Batches, data: TrainingData, hyper: Tr
     return hits / total if total else None
 
 
-def _preempted(flag: preempt.PreemptionFlag, epoch: int, state_file: Path) -> preempt.Preempted:
-    saved = (f"its state after epoch {epoch - 1} is in {state_file}" if epoch > 1
-             else "no epoch had finished, so --resume starts over")
+def _kept_state(state_file: Path, run_key: str) -> str:
+    """What a stopped run leaves for --resume, read from the state file itself."""
+    try:
+        _, meta = read_header(state_file)
+    except StoreError:
+        meta = {}
+    if meta.get("run_key") != run_key or not isinstance(meta.get("epoch"), int):
+        return "no epoch had finished, so --resume starts over"
+    return f"its state after epoch {meta['epoch']} is in {state_file}"
+
+
+def _preempted(flag: preempt.PreemptionFlag, epoch: int, state_file: Path, run_key: str) -> preempt.Preempted:
     return preempt.Preempted(
-        f"training stopped by {flag.name} during epoch {epoch}; {saved}",
+        f"training stopped by {flag.name} during epoch {epoch}; {_kept_state(state_file, run_key)}",
         hint=f"run the same command with --resume to continue (exit code {preempt.EXIT_CODE} asks a batch "
              "script to requeue)",
     )

@@ -16,6 +16,7 @@ import numpy as np
 
 from hsicli.errors import StoreError
 from hsicli.store.atomic import atomic_path
+from hsicli.store.provenance import check_schema
 
 SCHEMA = 1
 MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -56,10 +57,9 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             metadata[key] = json.loads(value)
         except (ValueError, RecursionError):
             metadata[key] = value
-    if not isinstance(metadata["hsi_schema"], int) or metadata["hsi_schema"] > SCHEMA:
-        raise StoreError(f"{path} has checkpoint schema {metadata['hsi_schema']}, newer than this hsicli ({SCHEMA})",
-                         hint="upgrade hsicli")
+    check_schema(path, "checkpoint", metadata["hsi_schema"], SCHEMA)
     return header, metadata
+
 
 
 def _well_formed(header: Any, metadata: Any) -> bool:
@@ -107,6 +107,14 @@ def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise StoreError(f"{path} is damaged: {exc}", hint="retrain or copy the checkpoint again") from None
+    for key, array in arrays.items():
+        if array.dtype.kind in "fc":
+            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise StoreError(
+                    f"{path}: tensor {key!r} holds {bad} non-finite values (NaN or inf) of {array.size}",
+                    hint="the training diverged or the file is damaged; train again (a lower --lr or --clip-grad)",
+                )
     return arrays, metadata
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from hsicli import __version__
+from hsicli.errors import StoreError
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -65,3 +66,14 @@ def record(command: str, inputs: dict[str, dict] | None = None, **extra) -> dict
         "inputs": {role: entry for role, entry in (inputs or {}).items() if entry},
         **extra,
     }
+
+
+def check_schema(path: Path, what: str, schema: Any, supported: int) -> None:
+    """An artifact's `hsi_schema` is a whole number this hsicli understands; anything else
+    (`"1"`, `1.5`, `true`) is damage, not a newer version."""
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise StoreError(f"{path} has an invalid {what} schema {schema!r} (expected a whole number)",
+                         hint="the file was edited or damaged; write it again with hsi")
+    if schema > supported:
+        raise StoreError(f"{path} has {what} schema {schema}, newer than this hsicli understands ({supported})",
+                         hint="upgrade hsicli")

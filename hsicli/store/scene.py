@@ -29,7 +29,7 @@ import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
 from hsicli.store.atomic import atomic_path, write_lock
-from hsicli.store.provenance import arrays_fingerprint, now
+from hsicli.store.provenance import arrays_fingerprint, check_schema, now
 
 SCHEMA = 1
 TILE = 64
@@ -70,11 +70,7 @@ def _open_group(path: Path, expected_kind: str):
             f"{path} is a Zarr store but not an hsi store (no hsi_schema attribute)",
             hint="scene stores are made by `hsi prep`",
         )
-    if not isinstance(schema, int) or schema > SCHEMA:
-        raise StoreError(
-            f"{path} has store schema {schema}, newer than this hsicli understands ({SCHEMA})",
-            hint="upgrade hsicli",
-        )
+    check_schema(path, "store", schema, SCHEMA)
     kind = attrs.get("kind")
     if kind != expected_kind:
         raise StoreError(
