@@ -49,7 +49,7 @@ def describe_scene(store: SceneStore) -> dict:
     splits = {}
     for name in store.layer_names("splits"):
         attrs = store.layer_attrs("splits", name)
-        splits[name] = {k: attrs.get(k) for k in ("strategy", "params", "counts", "leakage", "created")}
+        splits[name] = {k: attrs.get(k) for k in ("strategy", "params", "counts", "leakage", "dropped", "created")}
     labels = {}
     for name in store.layer_names("labels"):
         attrs = store.layer_attrs("labels", name)
@@ -116,7 +116,9 @@ def render(description: dict) -> str:
         lines.append(row)
     for name, split in splits.items():
         leak = split.get("leakage") or {}
-        lines.append(f"  split {name}: {split.get('strategy')}, leakage {leak.get('share', 0):.2%} at {leak.get('patch')}×{leak.get('patch')}")
+        line = f"  split {name}: {split.get('strategy')}, leakage {leak.get('share', 0):.2%} at {leak.get('patch')}×{leak.get('patch')}"
+        dropped = ", ".join(f"{d['name']} ({d['pixels']} px)" for d in split.get("dropped") or [])
+        lines.append(f"{line}; dropped {dropped}" if dropped else line)
     for name, layer in description["label_layers"].items():
         lines.append(f"  label layer {name}: {layer.get('summary', '')}")
     lines.append("  history:")
