@@ -529,17 +529,9 @@ def test_weight_average_follows_integer_buffers_and_averages_statistics():
     assert average.keep() == pytest.approx(2 / 11)
 
 
-def test_learning_rate_option_errors(tmp_path, scene):
+def test_unknown_schedule_is_an_error(tmp_path, scene):
     with pytest.raises(HsiError, match="unknown learning-rate schedule 'linear'"):
         train(scene.path, tiny_options(schedule="linear", out=tmp_path / "a.safetensors"), command="test")
-    with pytest.raises(HsiError, match="--warmup must be 0 or more"):
-        train(scene.path, tiny_options(warmup=-1, out=tmp_path / "b.safetensors"), command="test")
-    for clip in (0.0, -1.0):
-        with pytest.raises(HsiError, match="--clip-grad must be a positive gradient norm"):
-            train(scene.path, tiny_options(clip_grad=clip, out=tmp_path / "c.safetensors"), command="test")
-    for decay in (0.0, 1.0, 1.5):
-        with pytest.raises(HsiError, match="--ema must be a decay between 0 and 1"):
-            train(scene.path, tiny_options(ema=decay, out=tmp_path / "d.safetensors"), command="test")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

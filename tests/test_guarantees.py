@@ -154,6 +154,14 @@ GUARANTEES = (
         "tests/test_concurrency.py::test_two_writers_many_rounds",
         "tests/test_store.py::test_concurrent_layer_writers",
     )),
+    Guarantee("issue 17", "every numeric option declares its range; a value outside it, or a combination that "
+                          "cannot work, exits 2 with one line naming the option, before any data is read", (
+        "tests/test_options.py::test_every_numeric_option_declares_a_range",
+        "tests/test_options.py::test_out_of_range_values_are_usage_errors",
+        "tests/test_options.py::test_model_dependent_patch_is_checked_before_reading",
+        "tests/test_options.py::test_split_option_combinations_are_usage_errors",
+        "tests/test_cli_pipe.py::test_ratio_outside_unit_interval",
+    )),
 )
 
 

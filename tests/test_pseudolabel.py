@@ -245,7 +245,7 @@ def test_prediction_without_probabilities_is_an_error(run, tmp_path):
     result = run(str(path))
     assert result.exit_code == 1 and "no class probabilities" in result.stderr and "Hint:" in result.stderr
     bad_tau = run(str(path), "--tau", "1.5")
-    assert bad_tau.exit_code == 1 and "--tau" in bad_tau.stderr
+    assert bad_tau.exit_code == 2 and "--tau 1.5 is outside its range 0<=x<=1" in bad_tau.stderr
 
 
 def test_prediction_of_some_pixels_only_is_an_error(run, tmp_path):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import JsonOpt, Log, QuietOpt, emit
+from hsicli.cli.options import ranged_option
 
 
 def _complete_name(incomplete: str) -> list[str]:
@@ -77,7 +78,7 @@ def fetch(
         typer.Option("--mirror", help="Base URL serving NAME/FILE copies instead of the canonical addresses "
                      "(default: $HSI_FETCH_MIRROR)."),
     ] = None,  # fmt: skip
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds without data before an address fails.")] = 60,
+    timeout: Annotated[float, ranged_option("--timeout", gt=0.0, help="Seconds without data before an address fails.")] = 60,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -9,14 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import JsonOpt
+from hsicli.cli.options import ranged_option
 
 
 def models(
     name: Annotated[Optional[list[str]], typer.Argument(help="Only these models (default: all).")] = None,
-    bands: Annotated[int, typer.Option("--bands", help="Input bands for the figures.")] = 30,
-    classes: Annotated[int, typer.Option("--classes", help="Classes for the figures.")] = 16,
+    bands: Annotated[int, ranged_option("--bands", ge=1, help="Input bands for the figures.")] = 30,
+    classes: Annotated[int, ranged_option("--classes", ge=2, help="Classes for the figures.")] = 16,
     patch: Annotated[
-        Optional[int], typer.Option("--patch", help="Patch / window size (default: each model's paper default).")
+        Optional[int], ranged_option("--patch", ge=1, help="Patch / window size (default: each model's paper default).")
     ] = None,
     model_args: Annotated[Optional[str], typer.Option("--model-args", help="Architecture arguments as JSON.")] = None,
     json_out: JsonOpt = False,

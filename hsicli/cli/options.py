@@ -1,17 +1,74 @@
-"""Options shared by the commands that run models (train, predict)."""
+"""Options shared by the commands: the range every numeric option declares, and the options of
+the commands that run models (train, predict)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
 
 import typer
 
-from hsicli.errors import HsiError
+from hsicli.errors import HsiError, UsageError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option allows (pydantic's ge / gt / le / lt), checked while the command
+    line is parsed, so an out-of-range value is a usage error (exit 2) before any data is read."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        # Every comparison is False for NaN; floats must also be finite.
+        return (
+            math.isfinite(value)
+            and (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def __str__(self) -> str:
+        """typer's notation, lower bound first: 0<x<1, 10<=x<=2400, 1<=x. Starting with a digit
+        also keeps rich (typer's help) from taking `[1<=x]` for a markup tag."""
+        low = f"{_number(self.ge)}<=" if self.ge is not None else f"{_number(self.gt)}<" if self.gt is not None else ""
+        high = f"<={_number(self.le)}" if self.le is not None else f"<{_number(self.lt)}" if self.lt is not None else ""
+        return f"{low}x{high}"
+
+    def check(self, ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        """typer's option callback: the value unchanged, or a UsageError naming the option and the range."""
+        if value is None or value in self:
+            return value
+        flag = max(param.opts, key=len)
+        raise UsageError(f"{flag} {value} is outside its range {self}",
+                         hint=f"`{ctx.command_path} --help` shows every option's range")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def ranged_option(*names: str, help: str, ge: float | None = None, gt: float | None = None,
+                  le: float | None = None, lt: float | None = None, **options: Any) -> Any:
+    """`typer.Option(*names, ...)` of an int or float whose value must lie in the given range;
+    the help text ends with the range."""
+    allowed = Range(ge=ge, gt=gt, le=le, lt=lt)
+    return typer.Option(*names, help=f"{help} [{allowed}]", callback=allowed.check, **options)
+
+
+SEED_MAX = 2**32 - 1  # the largest random_state scikit-learn accepts
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
+ThreadsOpt = Annotated[
+    Optional[int], ranged_option("--threads", ge=1, help="CPU threads for torch (default: all cores).")
+]
 AmpOpt = Annotated[bool, typer.Option("--amp", help="bfloat16 autocast (faster on CPUs with bf16 and on GPUs).")]
+SeedOpt = Annotated[int, ranged_option("--seed", ge=0, le=SEED_MAX, help="Random seed.")]
 
 
 def parse_json_object(text: str | None, option: str) -> dict:

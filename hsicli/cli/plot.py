@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
+from hsicli.cli.options import SEED_MAX, ranged_option
 from hsicli.plot import KINDS
 
 Kind = Enum("Kind", {name.replace("-", "_"): name for name in KINDS}, type=str)
@@ -31,7 +32,7 @@ def plot(
     fmt: Annotated[
         Optional[Format], typer.Option("--format", "-f", help="Output format (default: --out's suffix, else png).")
     ] = None,
-    dpi: Annotated[int, typer.Option("--dpi", min=10, max=2400, help="Resolution of PNG (and raster parts).")] = 300,
+    dpi: Annotated[int, ranged_option("--dpi", ge=10, le=2400, help="Resolution of PNG (and raster parts).")] = 300,
     title: Annotated[Optional[str], typer.Option("--title", help="A title above the figure.")] = None,
     size: Annotated[
         Optional[str], typer.Option("--size", help="Figure size WIDTH,HEIGHT in inches (default: per kind).")
@@ -49,8 +50,8 @@ def plot(
     split: Annotated[Optional[str], typer.Option("--split", help="Split to draw or evaluate on.")] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="sweep: recorded parameter on the x axis.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map.")] = "oa",
-    points: Annotated[int, typer.Option("--points", help="tsne: at most this many pixels.")] = 5000,
-    seed: Annotated[int, typer.Option("--seed", help="tsne: seed of the sample and of t-SNE.")] = 0,
+    points: Annotated[int, ranged_option("--points", ge=2, help="tsne: at most this many pixels.")] = 5000,
+    seed: Annotated[int, ranged_option("--seed", ge=0, le=SEED_MAX, help="tsne: seed of the sample and of t-SNE.")] = 0,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

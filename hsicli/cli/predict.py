@@ -10,7 +10,7 @@ import typer
 from hsicli.cli.common import (
     InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
 )
-from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt
+from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt, ranged_option
 
 
 def predict(
@@ -18,7 +18,7 @@ def predict(
     store: Annotated[
         Optional[Path], typer.Option("--store", help="Scene store to predict (default: the training store).")
     ] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size.")] = None,
+    batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Inference batch size (default: the model's).")] = None,
     embeddings: Annotated[
         bool, typer.Option("--embeddings", help="Also store the embeddings of labelled pixels.")
     ] = False,

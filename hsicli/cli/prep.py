@@ -19,6 +19,7 @@ from hsicli.cli.common import (
     emit,
     read_input_path,
 )
+from hsicli.cli.options import ranged_option
 
 
 class Layout(str, Enum):
@@ -55,7 +56,7 @@ def prep(
     ] = False,
     fill: Annotated[Fill, typer.Option("--fill", help="What to do with NaN/inf values.")] = Fill.error,
     norm: Annotated[Norm, typer.Option("--norm", help="Per-band normalisation before PCA.")] = Norm.zscore,
-    pca: Annotated[Optional[int], typer.Option("--pca", help="Reduce to N principal components.")] = None,
+    pca: Annotated[Optional[int], ranged_option("--pca", ge=1, help="Reduce to N principal components.")] = None,
     whiten: Annotated[bool, typer.Option("--whiten", help="Whiten the PCA components (HSIseg).")] = False,
     aux: Annotated[
         Optional[list[Path]], typer.Option("--aux", help="Auxiliary raster (LiDAR, SAR, MSI), same height and width; repeatable.")

@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
-from hsicli.cli.options import DeviceOpt, ThreadsOpt
+from hsicli.cli.options import DeviceOpt, ThreadsOpt, ranged_option
 
 
 def pseudolabel(
     prediction: InputArg = None,
     tau: Annotated[
-        float, typer.Option("--tau", help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")
+        float, ranged_option("--tau", ge=0.0, le=1.0, help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")
     ] = 0.7,
-    zeta: Annotated[float, typer.Option("--zeta", help="ζ added to τ2 each round (eq. 53).")] = 0.005,
-    round_number: Annotated[int, typer.Option("--round", help="Round K: τ2 + ζ·(K − 1).")] = 1,
+    zeta: Annotated[float, ranged_option("--zeta", ge=0.0, le=1.0, help="ζ added to τ2 each round (eq. 53).")] = 0.005,
+    round_number: Annotated[int, ranged_option("--round", ge=1, help="Round K: τ2 + ζ·(K − 1).")] = 1,
     name: Annotated[
         Optional[str], typer.Option("--name", help="Layer name (default: pseudoK-<checkpoint hash>; NAME-K with --iterations).")
     ] = None,
@@ -28,12 +28,12 @@ def pseudolabel(
     ] = False,
     iterations: Annotated[
         Optional[int],
-        typer.Option("--iterations",
+        ranged_option("--iterations", ge=1,
                      help="Run N rounds of pseudolabel → train → predict; prints the last prediction."),
     ] = None,
     epochs: Annotated[
         Optional[int],
-        typer.Option("--epochs", help="Fine-tuning epochs per round with --iterations (default: the model's)."),
+        ranged_option("--epochs", ge=1, help="Fine-tuning epochs per round with --iterations (default: the model's)."),
     ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,

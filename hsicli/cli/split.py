@@ -8,19 +8,20 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.options import SeedOpt, ranged_option
 
 
 def split(
     store: InputArg = None,
     ratio: Annotated[
-        Optional[float], typer.Option("--ratio", help="Training fraction per class, in (0, 1).")
+        Optional[float], ranged_option("--ratio", gt=0.0, lt=1.0, help="Training fraction per class.")
     ] = None,
     val: Annotated[
         Optional[float],
-        typer.Option("--val", help="Validation fraction per class (default 0.08), or count with --per-class (default 0)."),
+        ranged_option("--val", ge=0.0, help="Validation fraction per class (default 0.08), or count with --per-class (default 0)."),
     ] = None,
     per_class: Annotated[
-        Optional[int], typer.Option("--per-class", help="A fixed number of training pixels per class (HSIseg: 10).")
+        Optional[int], ranged_option("--per-class", ge=1, help="A fixed number of training pixels per class (HSIseg: 10).")
     ] = None,
     spatial: Annotated[
         bool,
@@ -42,20 +43,21 @@ def split(
             "(--no-guard keeps them as test, as the paper does).",
         ),
     ] = True,
-    block: Annotated[Optional[int], typer.Option("--block", help="Block size in pixels for --spatial.")] = None,
+    block: Annotated[Optional[int], ranged_option("--block", ge=1, help="Block size in pixels for --spatial.")] = None,
     from_maps: Annotated[
         Optional[Path], typer.Option("--from-maps", help="Import predefined train/test maps (e.g. Houston 2013).")
     ] = None,
     train_var: Annotated[Optional[str], typer.Option("--train-var", help="Train map variable in --from-maps.")] = None,
     test_var: Annotated[Optional[str], typer.Option("--test-var", help="Test map variable in --from-maps.")] = None,
     patch: Annotated[
-        int, typer.Option("--patch", help="Patch size for the leakage report and the --spatial guard margin.")
+        int, ranged_option("--patch", ge=1, help="Patch size for the leakage report and the --spatial guard margin.")
     ] = 11,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
     min_pixels: Annotated[
         Optional[int],
-        typer.Option(
+        ranged_option(
             "--min-pixels",
+            ge=1,
             help="Drop the classes with fewer labelled pixels than this: never sampled, recorded in the split, "
             "shown as dropped by evaluate and plot.",
         ),

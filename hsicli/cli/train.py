@@ -10,7 +10,8 @@ import typer
 from hsicli.cli.common import (
     InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
 )
-from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt
+from hsicli.cli.options import AmpOpt, DeviceOpt, SeedOpt, ThreadsOpt, ranged_option
+from hsicli.errors import UsageError
 
 
 def train(
@@ -21,11 +22,11 @@ def train(
     ] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split layer (default: the piped or only one).")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudo-label layer to train on.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the paper's).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: the paper's).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay.")] = None,
-    patch: Annotated[Optional[int], typer.Option("--patch", help="Patch / window size (odd).")] = None,
+    epochs: Annotated[Optional[int], ranged_option("--epochs", ge=1, help="Epochs (default: the paper's).")] = None,
+    batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Batch size (default: the paper's).")] = None,
+    lr: Annotated[Optional[float], ranged_option("--lr", gt=0.0, help="Learning rate (default: the paper's).")] = None,
+    weight_decay: Annotated[Optional[float], ranged_option("--weight-decay", ge=0.0, help="Weight decay (default: the paper's).")] = None,
+    patch: Annotated[Optional[int], ranged_option("--patch", ge=1, help="Patch / window size, odd (default: the paper's).")] = None,
     augment: Annotated[
         Optional[bool], typer.Option("--augment/--no-augment", help="CLAReSNet §III-B augmentations.")
     ] = None,
@@ -34,19 +35,19 @@ def train(
         typer.Option("--schedule", help="Learning-rate schedule: constant, step or cosine (default: the paper's)."),
     ] = None,
     warmup: Annotated[
-        Optional[int], typer.Option("--warmup", help="Epochs of linear learning-rate warm-up (default: the paper's, 0).")
+        Optional[int], ranged_option("--warmup", ge=0, help="Epochs of linear learning-rate warm-up (default: the paper's, 0).")
     ] = None,
     clip_grad: Annotated[
-        Optional[float], typer.Option("--clip-grad", help="Clip the gradients' global L2 norm to this (default: off).")
+        Optional[float], ranged_option("--clip-grad", gt=0.0, help="Clip the gradients' global L2 norm to this (default: off).")
     ] = None,
     ema: Annotated[
         Optional[float],
-        typer.Option("--ema", help="Average the weights exponentially with this decay per step (e.g. 0.999); validation, "
+        ranged_option("--ema", gt=0.0, lt=1.0, help="Average the weights exponentially with this decay per step (e.g. 0.999); validation, "
                      "the best epoch and the checkpoint use the average (default: off)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
     patience: Annotated[
-        Optional[int], typer.Option("--patience", help="Stop after N epochs without validation improvement.")
+        Optional[int], ranged_option("--patience", ge=1, help="Stop after N epochs without validation improvement.")
     ] = None,
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'none' or 'balanced' (inverse class frequency).")
@@ -76,10 +77,12 @@ def train(
     from hsicli.cli.options import parse_json_object
     from hsicli.engine.train import TrainOptions, train as run_training
 
+    architecture = parse_json_object(model_args, "--model-args")
+    _check_window(model, *(("--patch", patch) if patch is not None else ("--model-args patch", architecture.get("patch"))))
     log = Log(quiet)
     path = read_input_path(store, "scene store")
     options = TrainOptions(
-        model=model, model_args=parse_json_object(model_args, "--model-args"), split=split, labels=labels,
+        model=model, model_args=architecture, split=split, labels=labels,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patch=patch, patience=patience,
         augment=augment, schedule=schedule, warmup=warmup, clip_grad=clip_grad, ema=ema, seed=seed, device=device,
         threads=threads, class_weights=class_weights, amp=amp, init=init, log=log_file, resume=resume, out=out,
@@ -104,3 +107,17 @@ def train(
             log_handle.close()
     if result.main:  # the other ranks of a data-parallel run print nothing
         emit(result.path, json_out, **result.summary)
+
+
+def _check_window(model: str, flag: str, patch: object) -> None:
+    """The patch size against what the model reads, before any data: a usage error naming --patch."""
+    from hsicli.models.registry import get_model_spec
+
+    spec = get_model_spec(model)
+    if patch is None or not spec.reads_windows:
+        return
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise UsageError(f"{flag} {patch!r} is not a window size", hint="give the size with --patch, e.g. --patch 9")
+    if patch % 2 == 0:
+        raise UsageError(f"{flag} {patch}: {model} reads a window centred on each pixel, so its size must be odd",
+                         hint=f"use --patch {patch - 1} or --patch {patch + 1}")

@@ -92,8 +92,6 @@ class SpectralTransform:
             )
         n_raw = raw.shape[2]
         kept = np.setdiff1d(np.arange(n_raw), drop_bands if drop_bands is not None else [])
-        if pca is not None and pca < 1:
-            raise HsiError(f"--pca must be at least 1, got {pca}", hint="e.g. --pca 30, or leave it out to keep every band")
         if pca is not None and pca > len(kept):
             raise HsiError(
                 f"--pca {pca} asks for more components than the {len(kept)} bands available",

@@ -41,10 +41,21 @@ class SplitRequest:
             raise UsageError(f"{kind} works with --ratio only", hint="drop --per-class / --from-maps")
         if not self.guard and not self.controlled:
             raise UsageError("--no-guard applies to --controlled only", hint="add --controlled or drop --no-guard")
-        if chosen:
+        if chosen == ["per-class"]:
+            if self.val is not None and self.val != int(self.val):
+                raise UsageError(f"--val {self.val:g} with --per-class is a count of pixels per class",
+                                 hint="e.g. --per-class 10 --val 5")
+            return chosen[0]
+        if chosen == ["maps"]:
+            if self.val is not None and not self.val < 1:
+                raise UsageError(f"--val {self.val:g} with --from-maps is the fraction of the train map kept for "
+                                 "validation, below 1", hint="e.g. --val 0.1")
             return chosen[0]
         if self.ratio is None:
             raise UsageError("no split strategy given", hint="use --ratio, --per-class or --from-maps")
+        if not self.ratio + self._val() < 1:
+            raise UsageError(f"--ratio {self.ratio:g} plus --val {self._val():g} leaves no test pixels",
+                             hint="training and validation fractions must sum to less than 1, e.g. --ratio 0.72 --val 0.08")
         return "spatial" if self.spatial else "controlled" if self.controlled else "stratified"
 
     def default_name(self) -> str:
@@ -121,8 +132,8 @@ def make_split(store_path: Path, request: SplitRequest, *, command: str) -> Spli
     from hsicli.data import splits
     from hsicli.store.scene import SceneStore
 
+    strategy = request.strategy()  # the options first: a usage error before any data is read
     store = SceneStore.open(store_path)
-    strategy = request.strategy()
     labels = scene_labels = store.gt()
     if strategy != "maps" and not labels.any():
         raise HsiError(f"{store.path} has no labelled pixels to split", hint="prep the scene with a ground truth (--gt)")
@@ -141,12 +152,7 @@ def make_split(store_path: Path, request: SplitRequest, *, command: str) -> Spli
             labels, train=request.ratio, val=request._val(), patch=request.patch, seed=request.seed, guard=request.guard
         )
     elif strategy == "per-class":
-        if request.per_class < 1:
-            raise HsiError(f"--per-class must be at least 1, got {request.per_class}", hint="e.g. --per-class 10")
-        val_count = int(request.val or 0)
-        if request.val is not None and val_count != request.val:
-            raise HsiError(f"--val with --per-class is a count, got {request.val}", hint="e.g. --per-class 10 --val 5")
-        layer = splits.per_class(labels, train=request.per_class, val=val_count, seed=request.seed)
+        layer = splits.per_class(labels, train=request.per_class, val=int(request.val or 0), seed=request.seed)
     else:
         train_map, test_map = _read_maps(request, store)
         if dropped:

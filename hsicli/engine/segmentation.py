@@ -240,7 +240,7 @@ class PseudolabelResult:
 def round_tau(tau: float, zeta: float, round_number: int) -> float:
     """τ2 of round K (eq. 53): τ + ζ·(K − 1), so round 1 uses τ itself."""
     if round_number < 1:
-        raise HsiError(f"--round must be 1 or more, got {round_number}", hint="rounds count from 1")
+        raise HsiError(f"there is no round {round_number}: rounds count from 1", hint="number the rounds 1, 2, …")
     return tau + zeta * (round_number - 1)
 
 
@@ -258,8 +258,6 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str) 
     from hsicli.store.provenance import record as provenance
     from hsicli.store.scene import SceneStore
 
-    if not 0.0 <= options.tau <= 1.0:
-        raise HsiError(f"--tau must lie in [0, 1], got {options.tau}", hint="the paper uses 0.7-0.9")
     tau = round_tau(options.tau, options.zeta, options.round)
     pred = PredictionStore.open(Path(prediction))
     if pred.attrs.get("pixel_set", "all") != "all":  # its unclassified pixels would skew μ and σ
@@ -360,8 +358,6 @@ def progressive(
     from hsicli.store.provenance import file_sha256
     from hsicli.store.scene import SceneStore
 
-    if options.iterations < 1:
-        raise HsiError(f"--iterations must be 1 or more, got {options.iterations}", hint="e.g. --iterations 4")
     results: list[RoundResult] = []
     current = Path(prediction)
     for step in range(options.iterations):

@@ -192,12 +192,6 @@ def train(
         clip_grad=options.clip_grad,
         ema=options.ema,
     )
-    if hyper.warmup < 0:
-        raise HsiError(f"--warmup must be 0 or more epochs, got {hyper.warmup}")
-    if hyper.clip_grad is not None and not hyper.clip_grad > 0:
-        raise HsiError(f"--clip-grad must be a positive gradient norm, got {hyper.clip_grad}")
-    if hyper.ema is not None and not 0 < hyper.ema < 1:
-        raise HsiError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {hyper.ema}")
     learning_rate(hyper, 1)  # an unknown schedule fails here, before any data is read
     if options.patch is None and "patch" in options.model_args:
         hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))

@@ -56,6 +56,12 @@ class ModelSpec:
     # the engine then builds them for the patch size it trains with.
     takes_patch: bool = False
 
+    @property
+    def reads_windows(self) -> bool:
+        """Patch classifiers and segmenters read a window centred on each pixel, so its size is odd
+        (data.patches.PatchSampler); classical models read the centre spectrum only."""
+        return self.kind != "spectral"
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
