@@ -157,6 +157,64 @@ def test_non_finite_values(synthetic_scene, cli, tree, tmp_path):
     assert np.isfinite(prep(cli, scene, "--fill", "mean", "--pca", "3", "--out", tmp_path / "p.zarr").cube()).all()
 
 
+def npy_scene(tmp_path, cube: np.ndarray, name: str = "scene.npy"):
+    path = tmp_path / name
+    np.save(path, cube)
+    return path
+
+
+def test_integers_float32_cannot_hold_are_refused_or_their_loss_stated(cli, tree, tmp_path):
+    """A uint64 cube near 2^63 became an all-zero store without a word (issue 17)."""
+    rng = np.random.default_rng(0)
+    near_top = np.uint64(2**63) - rng.integers(0, 1000, (6, 5, 3)).astype(np.uint64)
+    source = npy_scene(tmp_path, near_top)
+    before = tree(tmp_path)
+    refused = cli("prep", source, "--out", "s.zarr")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("Error: ")]
+    assert "3 band(s)" in error and "band 1" in error and "one float32 value" in error, error
+    assert "2^24" in refused.stderr and tree(tmp_path) == before
+
+    # Values far apart above 2^24: some merge, the others are kept; one warning says how many.
+    spread = rng.integers(0, 100, (6, 5, 3)).astype(np.int64)
+    spread[:, :, 1] = 2**30 + np.arange(30).reshape(6, 5) * 1000  # 1000 apart; float32 steps by 128 up there
+    spread[0, 0, 1] = spread[0, 1, 1] + 1  # one pair 1 apart: merged
+    converted = cli("prep", npy_scene(tmp_path, spread, "spread.npy"), "--norm", "none", "--out", "w.zarr")
+    assert converted.exit_code == 0, converted.stderr
+    warnings = [line for line in converted.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "band 2, 30 distinct values became 29" in warnings[0], converted.stderr
+    stored = SceneStore.open(tmp_path / "w.zarr").cube()
+    np.testing.assert_array_equal(stored, spread.astype(np.float32))
+    # Integers below 2^24 convert exactly: no warning.
+    exact = cli("prep", npy_scene(tmp_path, spread[:, :, [0, 2]], "small.npy"), "--out", "e.zarr")
+    assert exact.exit_code == 0 and "Warning" not in exact.stderr, exact.stderr
+
+
+@pytest.mark.parametrize("norm, pca, values, phrases", [
+    ("zscore", None, [1e300], ("the cube holds 1 value(s) beyond float32's range", "bands [2]", "1e+300")),
+    ("none", None, [-1e39, 1e40], ("the cube holds 2 value(s)", "1e+40")),
+    ("minmax", None, [3e38, -3e38], ("the minmax scale", "6e+38")),
+    ("none", 1, [3e38, -3e38], ("PCA variance",)),
+], ids=["float64-1e300", "float64-both-signs", "minmax-range", "pca-variance"])
+def test_values_beyond_float32_are_refused_naming_them(cli, tmp_path, norm, pca, values, phrases):
+    """A float64 1e300 was reported as "NaN or inf" with a hint to --fill it (issue 17)."""
+    cube = np.random.default_rng(1).normal(size=(6, 5, 3))
+    cube.reshape(-1, 3)[: len(values), 1] = values
+    args = ["prep", npy_scene(tmp_path, cube), "--norm", norm, "--fill", "zero", "--out", "s.zarr"]
+    result = cli(*args, *(["--pca", str(pca)] if pca else []))
+    assert result.exit_code == 1 and result.stdout == "" and not (tmp_path / "s.zarr").exists()
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("Error: ", "Hint: "))]
+    assert len(lines) == 2 and lines[1].startswith("Hint: ") and "NaN or inf" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    # float32 extremes that stay in range after the normalisation are kept exactly.
+    cube = cube.astype(np.float32)
+    cube.reshape(-1, 3)[:2, 1] = [3e38, -3e38]
+    kept = cli("prep", npy_scene(tmp_path, cube, "f32.npy"), "--norm", "none", "--out", "f.zarr")
+    assert kept.exit_code == 0, kept.stderr
+    np.testing.assert_array_equal(SceneStore.open(tmp_path / "f.zarr").cube(), cube)
+
+
 def test_whiten_gives_uncorrelated_unit_variance_components(synthetic_scene, cli, tmp_path):
     raw = latent_cube(20, 20, 10, seed=7)
     scene = synthetic_scene("scene.mat", cube=raw, with_gt=False)

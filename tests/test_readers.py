@@ -402,6 +402,30 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     assert_error(lambda: read_scene(path), path, "Python objects")
 
 
+def test_ground_truth_that_is_no_numeric_array_is_refused(tmp_path):
+    """An object array (or MATLAB cell) of the cube's size was taken for "no ground truth" (issue 17)."""
+    cube = np.zeros((4, 3, 2), np.int16)
+    labels = np.empty((4, 3), dtype=object)
+    labels[...] = 1
+    npz = tmp_path / "scene.npz"
+    np.savez(npz, cube=cube, gt=labels)  # the object array is pickled, and never unpickled on reading
+    assert_error(lambda: read_scene(npz), npz, "'gt'", "object, not integer labels", "--gt FILE")
+    mat = tmp_path / "scene.mat"
+    scipy.io.savemat(mat, {"cube": cube, "gt": labels})
+    assert_error(lambda: read_scene(mat), mat, "'gt'", "not integer labels")
+    scipy.io.savemat(mat, {"cube": cube, "note": np.array(["text"], dtype=object)})  # another size: no labels
+    assert read_scene(mat).gt is None
+
+
+def test_a_fifo_is_refused_instead_of_read_for_ever(tmp_path):
+    import os
+
+    fifo = tmp_path / "scene.npy"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block
+    assert_error(lambda: read_scene(fifo), fifo, "not a regular file")
+    assert_error(lambda: read_raster(fifo), fifo, "not a regular file")
+
+
 def test_lying_envi_header_errors_before_allocating(tmp_path, cube):
     header, data = write_envi(tmp_path / "liar", cube)
     text = header.read_text().replace("samples = 5", "samples = 50000")

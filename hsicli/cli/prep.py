@@ -92,5 +92,6 @@ def prep(
         aux=list(aux or []),
         like=like,
     )
-    result = prepare_scene(request, out=out, overwrite=overwrite, command=command_line(), on_message=log.info)
+    result = prepare_scene(request, out=out, overwrite=overwrite, command=command_line(), on_message=log.info,
+                           on_warning=log.warn)
     emit(result.path, json_out, **result.summary)

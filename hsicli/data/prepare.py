@@ -115,6 +115,7 @@ def prepare_scene(
     overwrite: bool = False,
     command: str,
     on_message: Callable[[str], None] = lambda message: None,
+    on_warning: Callable[[str], None] = lambda message: None,
 ) -> PrepResult:
     from hsicli.data.datasets import identify
     from hsicli.data.preprocess import SpectralTransform, parse_band_list, rgb_preview
@@ -191,6 +192,8 @@ def prepare_scene(
             kept = float(transform.pca_explained_variance_ratio.sum())
             on_message(f"PCA: {request.pca} components keep {kept:.2%} of the variance")
 
+    if transform.conversion_note:
+        on_warning(transform.conversion_note)
     gt = scene.gt if scene.gt is not None else np.zeros((height, width), dtype=np.uint16)
     if scene.gt is None:
         on_message("no ground truth found: the store has no labels (give one with --gt)")

@@ -65,6 +65,7 @@ class SpectralTransform:
     pca_explained_variance_ratio: np.ndarray | None = None
     whiten: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    conversion_note: str | None = None  # precision the float32 conversion lost, for the user (not stored)
 
     @property
     def n_output_bands(self) -> int:
@@ -111,7 +112,10 @@ class SpectralTransform:
     def _select_and_fill(self, raw: np.ndarray, fit: bool) -> np.ndarray:
         h, w, _ = raw.shape
         selected = raw[:, :, self.kept_bands] if len(self.kept_bands) != raw.shape[2] else raw
-        pixels = np.array(selected.reshape(h * w, -1), dtype=np.float32)  # one float32 copy, owned
+        selected = selected.reshape(h * w, -1)
+        self.conversion_note = _float32_loss(selected, self.kept_bands)
+        with np.errstate(over="ignore"):  # values beyond float32 were refused above; NaN/inf stay as they are
+            pixels = np.array(selected, dtype=np.float32)  # one float32 copy, owned
         if not np.issubdtype(raw.dtype, np.floating):
             return pixels
         bad = ~np.isfinite(pixels)
@@ -137,17 +141,29 @@ class SpectralTransform:
     def _fit_normalisation(self, pixels: np.ndarray) -> None:
         if self.normalisation == "zscore":
             mean, var = _blockwise_mean_var(pixels)
-            self.offset = mean.astype(np.float32)
-            self.scale = np.sqrt(var).astype(np.float32)
+            offset, scale = mean, np.sqrt(var)
         elif self.normalisation == "minmax":
-            low, high = pixels.min(axis=0), pixels.max(axis=0)
-            self.offset, self.scale = low.astype(np.float32), (high - low).astype(np.float32)
-        if self.scale is not None:
-            self.scale[self.scale == 0] = 1.0  # constant bands stay constant instead of becoming NaN
+            offset = pixels.min(axis=0).astype(np.float64)
+            scale = pixels.max(axis=0).astype(np.float64) - offset  # in float64: the range may exceed float32's
+        else:
+            return
+        _refuse_beyond_float32(scale, self.kept_bands, f"the {self.normalisation} scale (the band's "
+                               f"{'standard deviation' if self.normalisation == 'zscore' else 'range'})")
+        self.offset, self.scale = offset.astype(np.float32), scale.astype(np.float32)
+        self.scale[self.scale == 0] = 1.0  # constant bands stay constant instead of becoming NaN
 
     def _normalise(self, pixels: np.ndarray) -> None:
         if self.offset is not None:
-            pixels -= self.offset
+            with np.errstate(over="ignore"):
+                pixels -= self.offset
+            if not np.isfinite(pixels).all():  # x − offset beyond float32: refused, never stored as inf
+                bad = ~np.isfinite(pixels)
+                bands = (self.kept_bands[np.unique(np.nonzero(bad)[1])[:5]] + 1).tolist()
+                raise HsiError(
+                    f"{int(bad.sum())} value(s) leave float32's range (±{_FLOAT32_MAX:.3g}) when the band's "
+                    f"offset is subtracted ({self.normalisation} normalisation), e.g. in bands {bands}",
+                    hint="rescale the data before hsi prep, or --drop-bands those bands",
+                )
             pixels /= self.scale
 
     def _fit_pca(self, pixels: np.ndarray, n_components: int) -> None:
@@ -160,6 +176,11 @@ class SpectralTransform:
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0, None), eigenvectors[:, order]
+        if eigenvalues[0] > _FLOAT32_MAX:
+            raise HsiError(
+                f"the largest PCA variance ({eigenvalues[0]:.3g}) lies beyond float32's range (±{_FLOAT32_MAX:.3g})",
+                hint="normalise the bands (--norm zscore) or rescale the data before PCA",
+            )
         components = eigenvectors[:, :n_components].T
         # Deterministic signs (as scikit-learn's svd_flip): the largest |loading| is positive.
         signs = np.sign(components[np.arange(n_components), np.abs(components).argmax(axis=1)])
@@ -179,6 +200,11 @@ class SpectralTransform:
             out[start : start + _BLOCK_ROWS] = block @ self.pca_components.T
         if self.whiten:
             out /= np.sqrt(np.maximum(self.pca_explained_variance, 1e-12))
+        if not np.isfinite(out).all():
+            raise HsiError(
+                f"{int((~np.isfinite(out)).sum())} PCA component values leave float32's range",
+                hint="normalise the bands (--norm zscore) or rescale the data before PCA",
+            )
         return out
 
     # -- applying ---------------------------------------------------------------------------
@@ -232,6 +258,58 @@ class SpectralTransform:
             extra={k: v for k, v in settings.items() if k not in known},
             **{k: arrays.get(k) for k in cls._ARRAYS},
         )
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_EXACT = 2**24  # every integer up to this magnitude is exact in float32
+
+
+def _refuse_beyond_float32(values: np.ndarray, kept_bands: np.ndarray, what: str) -> None:
+    """Refuse finite per-band `values` (a scale) or pixel values beyond float32's range, naming them."""
+    beyond = np.isfinite(values) & (np.abs(values) > _FLOAT32_MAX)
+    if beyond.any():
+        columns = np.unique(np.nonzero(beyond)[-1])
+        raise HsiError(
+            f"{what} holds {int(beyond.sum())} value(s) beyond float32's range (±{_FLOAT32_MAX:.3g}), in "
+            f"{columns.size} band(s), e.g. bands {(kept_bands[columns[:5]] + 1).tolist()} "
+            f"(largest magnitude {float(np.abs(values[beyond]).max()):.3g})",
+            hint="rescale the data (e.g. to reflectance) before hsi prep, or --drop-bands those bands",
+        )
+
+
+def _float32_loss(pixels: np.ndarray, kept_bands: np.ndarray) -> str | None:
+    """Check what converting (pixels, bands) to float32 loses: values beyond its range are refused, a
+    band whose distinct integers all round to one float32 value is refused (it would become
+    constant, then zero), and merged integers above 2^24 are described. None if nothing is lost."""
+    kind = pixels.dtype.kind
+    if kind == "f" and pixels.dtype.itemsize > 4:
+        for start in range(0, len(pixels), _BLOCK_ROWS):
+            _refuse_beyond_float32(pixels[start : start + _BLOCK_ROWS], kept_bands, "the cube")
+        return None
+    if kind not in "iu" or pixels.dtype.itemsize < 4:
+        return None
+    low, high = pixels.min(axis=0), pixels.max(axis=0)
+    large = np.nonzero((high.astype(np.float64) > _FLOAT32_EXACT) | (low.astype(np.float64) < -_FLOAT32_EXACT))[0]
+    merged = []  # (column, distinct integers, distinct float32 values)
+    for column in large:
+        distinct = np.unique(pixels[:, column])
+        rounded = np.unique(distinct.astype(np.float32)).size
+        if rounded < distinct.size:
+            merged.append((column, distinct.size, rounded))
+    if not merged:
+        return None
+    flattened = [item for item in merged if item[2] == 1]
+    if flattened:
+        column, n, _ = flattened[0]
+        raise HsiError(
+            f"float32 cannot tell apart the values of {len(flattened)} band(s): e.g. the {n} distinct integers of "
+            f"band {int(kept_bands[column]) + 1} (from {low[column]} to {high[column]}) all round to one float32 "
+            "value, so the band would become constant",
+            hint="subtract an offset or rescale the data before hsi prep (float32 holds integers exactly up to 2^24)",
+        )
+    column, n, r = min(merged, key=lambda item: item[2] / item[1])
+    return (f"float32 holds integers exactly up to 2^24 only: distinct values merged in {len(merged)} band(s) "
+            f"(worst: band {int(kept_bands[column]) + 1}, {n} distinct values became {r})")
 
 
 def _blockwise_mean_var(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -345,6 +345,7 @@ def _gt_in_file(
             if a.numeric and a.name != cube_var and a.shape == tuple(hw) and np.dtype(a.dtype).kind in "biu"
         ]
         if not candidates:
+            _refuse_non_numeric_maps(box, cube_var, hw)
             return None
         if len(candidates) > 1:
             raise InputError(
@@ -355,6 +356,21 @@ def _gt_in_file(
         info = candidates[0]
     _require_numeric(box, info)
     return _as_labels(box.load(info.name), _where(box, info), hw, box.path), info.name
+
+
+_OPAQUE_ARRAYS = ("object", "cell")  # pickled NumPy objects, MATLAB cell arrays: never read
+
+
+def _refuse_non_numeric_maps(box: Container, cube_var: str | None, hw: tuple[int, ...]) -> None:
+    """An object array or MATLAB cell array of the cube's height and width is ground truth that
+    cannot be read: refused, not taken for a scene without labels."""
+    for info in box.arrays:
+        if info.dtype in _OPAQUE_ARRAYS and info.name != cube_var and tuple(info.shape) == tuple(hw):
+            raise InputError(
+                f"{_where(box, info)} has the cube's height and width but is {info.dtype}, not integer labels; "
+                f"arrays found: {box.listing()}",
+                hint="store the ground truth as an integer array, or give it with --gt FILE",
+            )
 
 
 def _read_gt(
@@ -533,7 +549,7 @@ def _npz_member(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> ArrayIn
         header_end = stream.tell()
     declared = header_end + math.prod(shape) * dtype.itemsize
     size = archive.zip.getinfo(member).file_size
-    if declared > size:
+    if declared > size and not dtype.hasobject:  # an object array's data is a pickle (never loaded) of any size
         raise InputError(
             f"{path}: array {name!r} declares {shape} {dtype} ({declared:,} bytes) but holds {size:,} bytes",
             hint="the archive is truncated or corrupt; write it again",
@@ -551,6 +567,9 @@ def _head(path: Path) -> bytes:
         )
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a scene file", hint="give the path of the scene file")
+    if not path.is_file():  # a FIFO without a writer would block the read below for ever
+        raise InputError(f"{path} is not a regular file (a pipe, socket or device)",
+                         hint="save the data to a file first, then give its path")
     with reading(path, "file"):
         with path.open("rb") as stream:
             head = stream.read(_HEAD_BYTES)
