@@ -36,7 +36,7 @@ GUARANTEES = (
     )),
     Guarantee("DESIGN.md §1", "`--json` replaces that line by one JSON object", (
         "tests/test_cli_pipe.py::test_mission_line_on_synthetic_scene",
-        "tests/test_evaluate.py::test_cli_json_csv_and_latex",
+        "tests/test_evaluate.py::test_terminal_csv_latex_markdown_and_json_hold_the_same_table",
     )),
     Guarantee("DESIGN.md §1", "A command whose main input is omitted or given as `-` reads one path from stdin", (
         "tests/test_cli_pipe.py::test_mission_line_on_synthetic_scene",
@@ -54,6 +54,7 @@ GUARANTEES = (
         "tests/test_checkpoint.py::test_damaged_or_foreign_file_is_a_one_line_error",
         "tests/test_integrity.py::test_checkpoint_metadata_is_checked",
         "tests/test_fuzz_readers.py::test_huge_declared_shapes_under_a_memory_limit",
+        "tests/test_evaluate.py::test_hostile_metrics_files_are_one_line_errors",
     )),
     Guarantee("DESIGN.md §1", "A traceback only with `HSI_DEBUG=1`", (
         "tests/test_cli_pipe.py::test_error_lines_from_a_real_process",

@@ -1,4 +1,5 @@
-"""hsicli.engine.metrics against scikit-learn, brute force and numpy (issue 3, `hsi evaluate`)."""
+"""hsicli.engine.metrics against scikit-learn, brute force and numpy (issue 3, `hsi evaluate`); the
+tables of hsicli.engine.report (issue 16)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hsicli.engine.metrics import (
-    classification_metrics,
-    format_table,
-    summarize_runs,
-    to_csv,
-    to_latex,
-)
+from hsicli.engine.metrics import classification_metrics, summarize_runs
+from hsicli.engine.report import Cell, Row, Table, comparison_table, mark_best, run_tables, to_csv, to_latex, to_markdown
 from hsicli.errors import InputError
 
 
@@ -250,82 +246,67 @@ def test_summarize_single_run_has_zero_std_and_rejects_mismatched_classes() -> N
         summarize_runs([])
 
 
-def test_csv_parses_back() -> None:
+def test_csv_parses_back_with_awkward_names() -> None:
     y_true, y_pred = _labels(5, 4)
     names = ["Corn, notill", 'Grass "pasture"', "Oats", "Woods"]
     rng = np.random.default_rng(5)
-    scores = rng.random((y_true.size, 4))
-    result = classification_metrics(y_true, y_pred, 4, class_names=names, probabilities=scores)
-    rows = list(csv.DictReader(io.StringIO(to_csv(result))))
-    assert [r["class"] for r in rows] == names + ["oa", "aa", "kappa", "mcc", "ari", "map"]
+    result = classification_metrics(y_true, y_pred, 4, class_names=names, probabilities=rng.random((y_true.size, 4)))
+    per_class, overall = to_csv(run_tables(result, "rf")).split("\n\n")
+    rows = list(csv.DictReader(io.StringIO(per_class)))
+    assert [r["Class"] for r in rows] == names
     for row, expected in zip(rows, result["per_class"]):
-        assert int(row["support"]) == expected["support"]
-        for key in ("precision", "recall", "f1", "accuracy", "ap"):
-            assert (float(row[key]) if row[key] else None) == expected[key]
-    # The class absent from y_true has empty accuracy and AP cells.
-    assert rows[2]["accuracy"] == rows[2]["ap"] == "" and result["per_class"][2]["support"] == 0
-    overall = {r["class"]: r for r in rows[4:]}
-    assert int(overall["oa"]["support"]) == result["n"]
-    for key in ("oa", "aa", "kappa", "mcc", "ari", "map"):
-        assert float(overall[key]["accuracy"]) == result[key]
-
-    summary = summarize_runs(_runs(3))
-    rows = list(csv.DictReader(io.StringIO(to_csv(summary))))
-    assert list(rows[0]) == ["class", "accuracy_mean", "accuracy_std", "runs"]
-    assert [r["class"] for r in rows[5:]] == ["oa", "aa", "kappa", "mcc", "ari", "centroid_distance"]
-    assert float(rows[5]["accuracy_mean"]) == summary["oa"]["mean"]
-    assert float(rows[5]["accuracy_std"]) == summary["oa"]["std"]
-    assert rows[3]["accuracy_mean"] == "" and rows[3]["runs"] == "0"
+        assert int(row["Support"]) == expected["support"]
+        for header, key in (("Precision (%)", "precision"), ("Recall (%)", "recall"), ("F1 (%)", "f1"), ("AP (%)", "ap")):
+            if expected[key] is None:
+                assert row[header] == ""
+            else:
+                assert float(row[header]) == pytest.approx(100 * expected[key], rel=1e-11)
+    # The class absent from y_true has an empty AP cell (and a recall of 0, as scikit-learn).
+    assert rows[2]["AP (%)"] == "" and result["per_class"][2]["support"] == 0
+    overall_rows = list(csv.reader(io.StringIO(overall)))
+    assert overall_rows[0] == ["Metric", "rf"]
+    assert [r[0] for r in overall_rows[1:]] == ["OA (%)", "AA (%)", "κ × 100", "MCC × 100", "ARI × 100", "mAP (%)"]
+    assert float(overall_rows[1][1]) == pytest.approx(100 * result["oa"], rel=1e-11)
 
 
-def test_latex_has_one_row_per_class_then_oa_aa_kappa() -> None:
-    summary = summarize_runs(_runs(3))
-    summary["per_class"][1]["name"] = "Corn_notill & 50% #2"
-    latex = to_latex(summary)
-    lines = latex.splitlines()
-    assert lines[0] == r"\begin{tabular}{lr}" and lines[-1] == r"\end{tabular}"
-    assert [line for line in lines if line.startswith("\\") and "rule" in line] == [
-        r"\toprule", r"\midrule", r"\midrule", r"\bottomrule"
-    ]
-    body = lines[lines.index(r"\midrule") + 1 : len(lines) - 1 - lines[::-1].index(r"\midrule")]
-    assert len(body) == 5
-    assert body[1].startswith(r"Corn\_notill \& 50\% \#2 & ")
-    stats = summary["per_class"][0]["accuracy"]
-    assert body[0] == f"class 1 & {100 * stats['mean']:.2f} $\\pm$ {100 * stats['std']:.2f} \\\\"
-    assert body[3] == r"class 4 & -- \\"  # never evaluated in any run
-    tail = lines[len(lines) - lines[::-1].index(r"\midrule") : -2]
-    assert [line.split(" & ")[0] for line in tail] == [r"OA (\%)", r"AA (\%)", r"$\kappa \times 100$"]
-    kappa = summary["kappa"]
-    assert tail[2].endswith(f"& {100 * kappa['mean']:.2f} $\\pm$ {100 * kappa['std']:.2f} \\\\")
-    assert all(re.search(r"\d+\.\d\d \$\\pm\$ \d+\.\d\d \\\\$", line) for line in tail)
-
-    single = to_latex(_runs(1)[0])
-    assert single.count("\\\\") == 1 + 5 + 3 and "$\\pm$" not in single
+def test_comparison_table_cells_are_each_groups_own_statistics() -> None:
+    first, second = _runs(3), _runs(2, n_classes=5)[::-1]
+    second[0] = classification_metrics(*_labels(40, 5), 5)  # a different run: the columns differ
+    table = comparison_table([("a", first), ("b", second)])
+    assert table.columns == ("a (3 runs)", "b (2 runs)") and table.marked
+    assert [row.label for row in table.rows] == [f"class {k}" for k in range(1, 6)] + [
+        "OA (%)", "AA (%)", "κ × 100", "MCC × 100", "ARI × 100", "Centroid distance"]
+    oa = table.rows[5]
+    for cell, runs in zip(oa.cells, (first, second)):
+        values = [run["oa"] for run in runs]
+        assert (cell.value, cell.std, cell.runs) == (pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)),
+                                                     len(runs))
+        assert cell.text() == f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"
+    # Class 4 is never in the truth: undefined in both columns, marked in neither.
+    assert [(cell.text(), cell.best) for cell in table.rows[3].cells] == [("–", False), ("–", False)]
+    assert sum(cell.best for cell in oa.cells) == 1
+    single = comparison_table([("a", first[:1])])
+    assert single.columns == ("a",) and not single.marked and single.rows[5].cells[0].text() == f"{100 * first[0]['oa']:.2f}"
 
 
-def test_format_table_rows() -> None:
-    y_true, y_pred = _labels(4, 3)
-    result = classification_metrics(y_true, y_pred, 3, embeddings=np.eye(3)[y_true])
-    rows = format_table(result, ["a", "b", "c"])
-    assert rows[0] == ["Class", "Support", "Precision (%)", "Recall (%)", "F1 (%)"]
-    assert all(len(row) == 5 for row in rows)
-    assert rows[1] == [
-        "a",
-        str(result["per_class"][0]["support"]),
-        *(f"{100 * result['per_class'][0][k]:.2f}" for k in ("precision", "recall", "f1")),
-    ]
-    labels = ["OA (%)", "AA (%)", "κ × 100", "MCC × 100", "ARI × 100", "Centroid distance"]
-    assert [row[0] for row in rows[4:]] == labels
-    assert rows[4] == ["OA (%)", str(result["n"]), "", "", f"{100 * result['oa']:.2f}"]
-    assert rows[-1][-1] == f"{result['centroid_distance']:.2f}"
-    with pytest.raises(InputError, match="expected 3 class names"):
-        format_table(result, ["a"])
+def test_best_marks_follow_the_displayed_values_and_ties() -> None:
+    row = Row("OA (%)", (Cell(0.91234), Cell(0.91236), Cell(0.5), Cell(None)), "overall")
+    marked = mark_best(Table("t", "Metric", ("a", "b", "c", "d"), (row,)))
+    # 91.23 and 91.24 are shown: only b; a tie on the shown value marks both.
+    assert [cell.best for cell in marked.rows[0].cells] == [False, True, False, False]
+    tie = mark_best(Table("t", "Metric", ("a", "b"), (Row("x", (Cell(0.912341), Cell(0.912338)), "overall"),)))
+    assert [cell.best for cell in tie.rows[0].cells] == [True, True]
+    assert "Best" in to_csv([marked]).splitlines()[0] and to_csv([marked]).splitlines()[1].endswith(",b")
 
-    summary = summarize_runs(_runs(3))
-    rows = format_table(summary)
-    assert rows[0][0] == "Class" and "3 runs" in rows[0][1]
-    assert rows[4] == ["class 4", "–"]
-    oa = summary["oa"]
-    assert rows[6] == ["OA (%)", f"{100 * oa['mean']:.2f} ± {100 * oa['std']:.2f}"]
-    distance = summary["centroid_distance"]
-    assert rows[-1] == ["Centroid distance", f"{distance['mean']:.2f} ± {distance['std']:.2f}"]
+
+def test_latex_and_markdown_escape_names_and_mark_the_best() -> None:
+    rows = (Row("Corn_notill & 50% #2", (Cell(0.9, 0.01, 3), Cell(0.8, 0.02, 3)), "class"),
+            Row("κ × 100", (Cell(0.7, 0.0, 1), Cell(None)), "overall"))
+    table = mark_best(Table("Accuracy", "Class", ("x|y", "z (3 runs)"), rows))
+    latex = to_latex([table]).splitlines()
+    assert latex[:5] == ["% Accuracy", r"\begin{tabular}{lrr}", r"\toprule", r"Class & x|y & z (3 runs) \\", r"\midrule"]
+    assert latex[5] == r"Corn\_notill \& 50\% \#2 & \textbf{90.00 $\pm$ 1.00} & 80.00 $\pm$ 2.00 \\"
+    assert latex[6] == r"\midrule" and latex[7] == r"$\kappa$ $\times$ 100 & \textbf{70.00} & -- \\"
+    assert latex[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert re.search(r"^\| Class \| x\\\|y \| z \(3 runs\) \|$", to_markdown([table]), re.M)
+    assert "| Corn_notill & 50% #2 | **90.00 ± 1.00** | 80.00 ± 2.00 |" in to_markdown([table])

@@ -1,9 +1,17 @@
-"""Evaluation behind `hsi evaluate`: metrics on a split's test pixels, one or several runs."""
+"""Evaluation behind `hsi evaluate`: metrics on a split's test pixels, one or several runs.
+
+Runs are averaged only within a group of comparable runs: the same model with the same arguments
+and training settings (`training_setup`), on the same scene (content fingerprint), under the same
+split protocol (strategy and parameters, the seed left out). Each run's metrics record this
+`setup`; several groups give one column each, never a mean across them. The metrics files and
+summaries written here are inputs too, so a table can be rebuilt without the stores.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,19 +19,33 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.splits import dropped_classes, labelled_test_mask
-from hsicli.engine.metrics import classification_metrics, summarize_runs
-from hsicli.errors import HsiError
+from hsicli.engine.metrics import OPTIONAL_SCORES, OVERALL_SCORES, classification_metrics, summarize_runs
+from hsicli.engine.report import Table, comparison_table, run_tables
+from hsicli.errors import HsiError, InputError, UsageError
 from hsicli.store.atomic import atomic_path
+from hsicli.store.checkpoint import read_header, training_setup
 from hsicli.store.prediction import PredictionStore
-from hsicli.store.provenance import record
+from hsicli.store.provenance import file_sha256, record
 from hsicli.store.scene import SceneStore
+
+
+MAX_METRICS_BYTES = 64 * 1024 * 1024  # a metrics file or summary is kilobytes; refuse anything huge
+
+
+@dataclass
+class RunGroup:
+    label: str  # the group's column header: the model, plus what tells it from others of that model
+    setup: dict[str, Any]
+    runs: list[dict[str, Any]]
 
 
 @dataclass
 class EvaluationResult:
     path: Path
-    result: dict[str, Any]  # one run's metrics, or the summary of several
+    result: dict[str, Any]  # one run's metrics, one group's summary, or every group's summary
     runs: list[dict[str, Any]]
+    groups: list[RunGroup]
+    tables: list[Table]
 
 
 def test_pixels(prediction: PredictionStore, split: str | None = None) -> tuple[SceneStore, str, np.ndarray]:
@@ -75,8 +97,48 @@ def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict
         split=split_name,
         model=prediction.attrs.get("model"),
         inference_seconds=prediction.attrs.get("inference_seconds"),
+        setup=run_setup(prediction, store, split_name),
     )
     return metrics
+
+
+def run_setup(prediction: PredictionStore, store: SceneStore, split_name: str) -> dict[str, Any]:
+    """What makes a run comparable with another: model and training settings, scene, split protocol."""
+    training = _training_setup(prediction)
+    return {
+        "model": prediction.attrs.get("model"),
+        "training": None if training is None else {k: v for k, v in training.items() if k != "model"},
+        "scene": store.fingerprint,
+        "protocol": split_protocol(store, split_name),
+    }
+
+
+def _training_setup(prediction: PredictionStore) -> dict[str, Any] | None:
+    """Recorded by `hsi predict`; for older stores read from their checkpoint when it is unchanged;
+    None when unknown (such runs pool only with runs of unknown settings of the same model)."""
+    recorded = prediction.attrs.get("training_setup")
+    if isinstance(recorded, dict):
+        return recorded
+    checkpoint = prediction.attrs.get("checkpoint") or {}
+    path = Path(checkpoint["path"]) if isinstance(checkpoint.get("path"), str) else None
+    if path is not None and path.is_file() and file_sha256(path) == checkpoint.get("sha256"):
+        return training_setup(read_header(path)[1])
+    return None
+
+
+def split_protocol(store: SceneStore, split_name: str) -> dict[str, Any]:
+    """How a split was drawn, without its seed: splits of one protocol differ only by chance. A split
+    that records no protocol stands for itself (its name)."""
+    attrs = store.layer_attrs("splits", split_name)
+    if not attrs.get("strategy"):
+        return {"split": split_name}
+    params = attrs.get("params") if isinstance(attrs.get("params"), dict) else {}
+    protocol = {"strategy": attrs["strategy"], "params": {k: v for k, v in params.items() if k != "seed"}}
+    maps = ((attrs.get("provenance") or {}).get("inputs") or {}).get("maps")
+    if isinstance(maps, dict):  # predefined train/test maps: which maps, by content
+        protocol["maps"] = maps.get("sha256")
+    return protocol
+
 
 
 def _write_json(path: Path, payload: dict, overwrite: bool = True) -> Path:
@@ -90,26 +152,197 @@ def metrics_path(prediction: Path) -> Path:
     return prediction.parent / (prediction.name.removesuffix(".zarr").removesuffix(".pred") + ".metrics.json")
 
 
-def evaluate(predictions: list[Path], *, split: str | None, out: Path | None, command: str,
-             overwrite: bool = False) -> EvaluationResult:
-    """Evaluate each prediction (metrics saved beside it, refreshed on every run); several give
-    mean ± std. An explicit `out` is never replaced without `overwrite`."""
-    runs = []
-    for prediction in predictions:
-        metrics = evaluate_prediction(prediction, split)
-        metrics["provenance"] = record(command, {"prediction": PredictionStore.open(prediction).as_input()})
-        _write_json(metrics_path(prediction), metrics)
-        runs.append(metrics)
-    if len(runs) == 1:
-        path = Path(out).absolute() if out else metrics_path(predictions[0])
-        if path != metrics_path(predictions[0]):  # `--out` naming the file beside it is that file
-            _write_json(path, runs[0], overwrite)
-        return EvaluationResult(path, runs[0], runs)
-    summary = summarize_runs(runs)
-    summary.update(predictions=[r["prediction"] for r in runs], provenance=record(command))
-    if out is None:
-        digest = hashlib.sha256("\n".join(sorted(r["prediction"] for r in runs)).encode()).hexdigest()[:10]
-        path = _write_json(Path.cwd() / f"summary-{digest}.metrics.json", summary)
+# --- grouping -----------------------------------------------------------------------------------
+
+
+def setup_key(run: dict[str, Any]) -> str:
+    return json.dumps(run["setup"], sort_keys=True)
+
+
+def group_runs(runs: list[dict[str, Any]]) -> list[RunGroup]:
+    """Runs grouped by setup, in order of first appearance, each group labelled for its column."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault(setup_key(run), []).append(run)
+    setups = [members[0]["setup"] for members in grouped.values()]
+    return [RunGroup(label, setup, members)
+            for label, setup, members in zip(_labels(setups), setups, grouped.values())]
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf} of nested objects; an empty object has no leaves (empty model arguments are the
+    defaults, as absent ones are)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "–"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text[:8] if isinstance(value, str) and len(value) >= 32 else text  # fingerprints: a prefix
+
+
+# Order of a label's differences: `run_setup`'s parts (and old records' split), then anything else.
+_SETUP_PARTS = {part: rank for rank, part in enumerate(("model", "training", "scene", "protocol", "split"))}
+
+
+def _labels(setups: list[dict[str, Any]], limit: int = 48) -> list[str]:
+    """The model's name; where several setups share a model, what tells each from its nearest
+    neighbours among them (e.g. `rf (n_estimators=50)`), or a short digest of the setup when that
+    would be long or would not tell it apart."""
+    models = [str(setup.get("model") or "unknown model") for setup in setups]
+    flat = [_flat(setup) for setup in setups]
+    digests = [hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:6] for setup in setups]
+    labels = []
+    for index, (mine, model) in enumerate(zip(flat, models)):
+        differences = [
+            {key for key in mine.keys() | other.keys() if mine.get(key) != other.get(key)}
+            for other, name in zip(flat, models) if name == model and other is not mine
+        ]
+        if not differences:
+            labels.append(model)
+            continue
+        nearest = min(map(len, differences))
+        found = set().union(*(d for d in differences if len(d) == nearest))
+        keys = sorted(found, key=lambda key: (_SETUP_PARTS.get(key.split(".")[0], len(_SETUP_PARTS)), key))
+        shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={_short(mine.get(key))}" for key in keys)
+        labels.append(f"{model} ({shown})" if len(shown) + len(model) + 3 <= limit else f"{model} #{digests[index]}")
+    repeated = {label for label in labels if labels.count(label) > 1}
+    return [f"{model} #{digest}" if label in repeated else label
+            for label, model, digest in zip(labels, models, digests)]
+
+
+# --- metrics files as inputs --------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def read_metrics_file(path: Path) -> list[dict[str, Any]]:
+    """The runs of a metrics file or summary `hsi evaluate` wrote, validated."""
+    path = Path(path)
+    hint = "give the prediction stores, or the metrics files `hsi evaluate` wrote"
+    try:
+        size = path.stat().st_size
+        if size > MAX_METRICS_BYTES:
+            raise InputError(f"{path} is not a metrics file: {size} bytes", hint=hint)
+        data = json.loads(path.read_bytes(), parse_constant=_reject_constant)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not valid JSON"
+        raise InputError(f"{path} is not a readable metrics file: {reason}", hint=hint) from None
+    if isinstance(data, dict) and "run_metrics" in data:
+        runs = data["run_metrics"]
+        if not isinstance(runs, list) or not runs:
+            raise InputError(f"{path} is a summary without runs", hint=hint)
+    elif isinstance(data, dict) and "groups" not in data and isinstance(data.get("runs"), int):
+        raise InputError(f"{path} is a summary written by an older hsi evaluate, without its runs",
+                         hint="evaluate its prediction stores again")
     else:
-        path = _write_json(Path(out).absolute(), summary, overwrite)
-    return EvaluationResult(path, summary, runs)
+        runs = [data]
+    for index, run in enumerate(runs):
+        problem = _run_problem(run)
+        if problem:
+            where = f"run {index + 1} of {path}" if len(runs) > 1 else str(path)
+            raise InputError(f"{where} is not a metrics record of `hsi evaluate`: {problem}", hint=hint)
+        if "setup" not in run:  # written before runs recorded their setup: pools only with its like
+            run["setup"] = {"model": run.get("model"), "split": run.get("split")}
+    return runs
+
+
+def _is_number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _run_problem(run: Any) -> str | None:
+    """Why `run` is not one run's metrics (a result of `evaluate_prediction`), or None."""
+    if not isinstance(run, dict):
+        return f"a JSON {type(run).__name__}, not an object"
+    if isinstance(run.get("n"), bool) or not isinstance(run.get("n"), int) or run["n"] < 1:
+        return "no pixel count 'n'"
+    for key, _ in OVERALL_SCORES:
+        if not _is_number(run.get(key), -1.0, 1.0):
+            return f"{key!r} is not a score in [-1, 1]"
+    for key, _ in OPTIONAL_SCORES:
+        if run.get(key) is not None and not _is_number(run[key], 0.0, 1.0 if key == "map" else math.inf):
+            return f"{key!r} is not a valid score"
+    for key in ("prediction", "model", "split"):
+        if run.get(key) is not None and not isinstance(run[key], str):
+            return f"{key!r} is not a string"
+    if "setup" in run and not isinstance(run["setup"], dict):
+        return "'setup' is not an object"
+    rows = run.get("per_class")
+    if not isinstance(rows, list) or not rows:
+        return "no 'per_class' list"
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            return "a per-class entry without a name"
+        if isinstance(row.get("support"), bool) or not isinstance(row.get("support"), int) or row["support"] < 0:
+            return f"class {row['name'][:40]!r} has no valid support"
+        for key in ("precision", "recall", "f1", "accuracy", "ap"):
+            required = key in ("precision", "recall", "f1")
+            if (required or row.get(key) is not None) and not _is_number(row.get(key), 0.0, 1.0):
+                return f"class {row['name'][:40]!r} has no valid {key}"
+    return None
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def _is_prediction(path: Path) -> bool:
+    return Path(path).is_dir()
+
+
+def evaluate(inputs: list[Path], *, split: str | None, out: Path | None, command: str,
+             overwrite: bool = False) -> EvaluationResult:
+    """Evaluate each prediction store (metrics saved beside it, refreshed on every run) and read each
+    metrics file or summary; group the runs by setup. Several runs give mean ± std per group, one
+    column per group. An explicit `out` is never replaced without `overwrite`."""
+    runs, sources = [], {}
+    for source in map(Path, inputs):
+        if _is_prediction(source):
+            metrics = evaluate_prediction(source, split)
+            metrics["provenance"] = record(command, {"prediction": PredictionStore.open(source).as_input()})
+            _write_json(metrics_path(source), metrics)
+            found = [metrics]
+        elif split is not None:
+            raise UsageError(f"--split applies to prediction stores; {source} is a metrics file",
+                             hint="evaluate the prediction store on that split instead")
+        else:
+            found = read_metrics_file(source)
+        for run in found:
+            key = (run.get("prediction") or f"{source}#{len(runs)}", run.get("split"))
+            if key in sources:
+                raise InputError(f"the run of {key[0]} is given twice ({sources[key]} and {source})",
+                                 hint="give each run once: its prediction store, metrics file or a summary")
+            sources[key] = source
+            runs.append(run)
+    groups = group_runs(runs)
+    if len(runs) == 1:
+        return _single(runs[0], groups, Path(inputs[0]), out, overwrite)
+    if len(groups) == 1:
+        result = {**summarize_runs(runs), "label": groups[0].label, "setup": groups[0].setup}
+    else:
+        result = {"runs": len(runs),
+                  "groups": [{"label": g.label, "setup": g.setup, "predictions": [r.get("prediction") for r in g.runs],
+                              **summarize_runs(g.runs)} for g in groups]}
+    result.update(predictions=[r.get("prediction") for r in runs], run_metrics=runs, provenance=record(command))
+    if out is None:
+        digest = hashlib.sha256("\n".join(sorted(str(key[0]) for key in sources)).encode()).hexdigest()[:10]
+        path = _write_json(Path.cwd() / f"summary-{digest}.metrics.json", result)
+    else:
+        path = _write_json(Path(out).absolute(), result, overwrite)
+    table = comparison_table([(g.label, g.runs) for g in groups])
+    return EvaluationResult(path, result, runs, groups, [table])
+
+
+def _single(run: dict[str, Any], groups: list[RunGroup], source: Path, out: Path | None,
+            overwrite: bool) -> EvaluationResult:
+    """One run: its metrics file (beside the store, or the file given) unless `out` names another."""
+    written = metrics_path(source) if _is_prediction(source) else source.absolute()
+    path = Path(out).absolute() if out else written
+    if path != written:  # `--out` naming the file already written or read is that file
+        _write_json(path, run, overwrite)
+    return EvaluationResult(path, run, [run], groups, run_tables(run, groups[0].label))

@@ -1,4 +1,4 @@
-"""Classification metrics for `hsi evaluate`: the papers' accuracy tables from one confusion matrix.
+"""Classification metrics for `hsi evaluate`: the papers' accuracy scores from one confusion matrix.
 
 Everything derives from the C×C confusion matrix (rows true, columns predicted) of the evaluated
 pixels, counted with one `np.bincount`; scikit-learn is the reference in the tests but is not
@@ -36,27 +36,18 @@ or warns. Results are plain JSON (no NaN); rates are fractions in [0, 1] (κ, MC
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
 from hsicli.errors import InputError
 
 # Overall scores every result carries, then the optional ones; (key, label in tables).
-_OVERALL = (
+OVERALL_SCORES = (
     ("oa", "OA (%)"), ("aa", "AA (%)"), ("kappa", "κ × 100"), ("mcc", "MCC × 100"), ("ari", "ARI × 100"),
 )
-_OPTIONAL = (("map", "mAP (%)"), ("centroid_distance", "Centroid distance"))
-_OPTIONAL_KEYS = {key for key, _ in _OPTIONAL}
-_LATEX_OVERALL = (("oa", r"OA (\%)"), ("aa", r"AA (\%)"), ("kappa", r"$\kappa \times 100$"))
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-_MISSING = "–"
+OPTIONAL_SCORES = (("map", "mAP (%)"), ("centroid_distance", "Centroid distance"))
+_OPTIONAL_KEYS = {key for key, _ in OPTIONAL_SCORES}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -161,7 +152,7 @@ def summarize_runs(runs: list[dict]) -> dict:
                 hint="summarise predictions of the same scene, with the same classes",
             )
     summary: dict = {"runs": len(runs)}
-    for key, _ in _OVERALL + _OPTIONAL:
+    for key, _ in OVERALL_SCORES + OPTIONAL_SCORES:
         values = [run[key] for run in runs if run.get(key) is not None]
         if values or key not in _OPTIONAL_KEYS:
             summary[key] = _stats(values)
@@ -174,94 +165,6 @@ def summarize_runs(runs: list[dict]) -> dict:
         if any(run["per_class"][k].get("dropped") for run in runs):
             row["dropped"] = True
     return summary
-
-
-def format_table(result: dict, class_names: Sequence[str] | None = None) -> list[list[str]]:
-    """Rows of the stderr table, header first, for one result or a summary of runs.
-
-    Rates print as percentages with 2 decimals (κ, MCC, ARI × 100), summaries as mean ± std.
-    ``class_names`` replaces the names stored in ``result`` (same number of classes).
-    """
-    names = (
-        _check_names(list(class_names), len(result["per_class"]))
-        if class_names is not None
-        else [row["name"] for row in result["per_class"]]
-    )
-    names = [f"{name} (dropped)" if row.get("dropped") else name for name, row in zip(names, result["per_class"])]
-    if "runs" in result:
-        rows = [["Class", f"Accuracy (%), mean ± std over {result['runs']} runs"]]
-        rows += [[name, _mean_std(row["accuracy"])] for name, row in zip(names, result["per_class"])]
-        rows += [
-            [label, _mean_std(result[key], percent=key != "centroid_distance")]
-            for key, label in _OVERALL + _OPTIONAL
-            if key in result
-        ]
-        return rows
-    with_ap = "map" in result
-    header = ["Class", "Support", "Precision (%)", "Recall (%)", "F1 (%)"] + (["AP (%)"] if with_ap else [])
-    rows = [header]
-    for name, row in zip(names, result["per_class"]):
-        cells = [name, str(row["support"])] + [_percent(row[key]) for key in ("precision", "recall", "f1")]
-        rows.append(cells + ([_percent(row["ap"])] if with_ap else []))
-    padding = [""] * (len(header) - 3)
-    rows.append(["OA (%)", str(result["n"]), *padding, _percent(result["oa"])])
-    for key, label in _OVERALL[1:] + _OPTIONAL:
-        if key in result:
-            value = result[key]
-            text = _percent(value) if key != "centroid_distance" else _number(value)
-            rows.append([label, "", *padding, text])
-    return rows
-
-
-def to_csv(result: dict) -> str:
-    """The per-class table, then one row per overall score, as CSV (full precision, fractions).
-
-    One result: ``class,support,precision,recall,f1,accuracy[,ap]``; overall rows put their value
-    in ``accuracy`` (and n under ``support`` for OA). A summary: ``class,accuracy_mean,
-    accuracy_std,runs``, overall rows alike. Undefined values are empty cells.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    keys = [k for k, _ in _OVERALL + _OPTIONAL if k in result]
-    if "runs" in result:
-        writer.writerow(["class", "accuracy_mean", "accuracy_std", "runs"])
-        for row in result["per_class"]:
-            writer.writerow([row["name"], *_stats_cells(row["accuracy"])])
-        for key in keys:
-            writer.writerow([key, *_stats_cells(result[key])])
-        return buffer.getvalue()
-    columns = ["support", "precision", "recall", "f1", "accuracy"] + (["ap"] if "map" in result else [])
-    writer.writerow(["class", *columns])
-    for row in result["per_class"]:
-        writer.writerow([row["name"], *(_cell(row[c]) for c in columns)])
-    for key in keys:
-        cells = {"support": result["n"] if key == "oa" else None, "accuracy": result[key]}
-        writer.writerow([key, *(_cell(cells.get(c)) for c in columns)])
-    return buffer.getvalue()
-
-
-def to_latex(result: dict) -> str:
-    """The per-class table as papers print it (booktabs): class | accuracy, then OA, AA, κ.
-
-    Percentages with 2 decimals (κ × 100); a summary prints mean $\\pm$ std. Needs
-    ``\\usepackage{booktabs}``; the tabular alone, to ``\\input`` into the paper's table.
-    """
-    summary = "runs" in result
-
-    def cell(value) -> str:
-        if not summary:
-            return _percent(value).replace(_MISSING, "--")
-        if value["mean"] is None:
-            return "--"
-        return f"{100 * value['mean']:.2f} $\\pm$ {100 * value['std']:.2f}"
-
-    header = r"Accuracy (\%)" + (f" ({result['runs']} runs)" if summary else "")
-    lines = [r"\begin{tabular}{lr}", r"\toprule", f"Class & {header} \\\\", r"\midrule"]
-    lines += [f"{_latex_escape(row['name'])} & {cell(row['accuracy'])} \\\\" for row in result["per_class"]]
-    lines.append(r"\midrule")
-    lines += [f"{label} & {cell(result[key])} \\\\" for key, label in _LATEX_OVERALL]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
 
 
 # --- computation -------------------------------------------------------------------------------
@@ -398,30 +301,3 @@ def _stats(values: list[float]) -> dict:
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if array.size > 1 else 0.0
     return {"mean": float(array.mean()), "std": std, "runs": int(array.size)}
-
-
-def _percent(value: float | None) -> str:
-    return _MISSING if value is None else f"{100 * value:.2f}"
-
-
-def _number(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.2f}"
-
-
-def _mean_std(stats: dict, percent: bool = True) -> str:
-    if stats["mean"] is None:
-        return _MISSING
-    scale = 100 if percent else 1
-    return f"{scale * stats['mean']:.2f} ± {scale * stats['std']:.2f}"
-
-
-def _cell(value) -> str:
-    return "" if value is None else repr(value)
-
-
-def _stats_cells(stats: dict) -> list[str]:
-    return [_cell(stats["mean"]), _cell(stats["std"]), str(stats["runs"])]
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)

@@ -34,7 +34,7 @@ from hsicli.engine import shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
-from hsicli.store.checkpoint import load_arrays, require_checkpoint
+from hsicli.store.checkpoint import load_arrays, require_checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
 from hsicli.store.provenance import describe_file, now, record
@@ -236,6 +236,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         "request_key": key,
         "pixel_set": options.pixels,
         "model": classifier.spec.name,
+        "training_setup": training_setup(classifier.meta),
         "class_names": classifier.meta["class_names"],
         "class_colors": classifier.meta["class_colors"],
         "checkpoint": checkpoint_record,

@@ -175,3 +175,20 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "provenance": metadata.get("provenance"),
         "training": training,
     }
+
+
+def training_setup(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's run was trained with besides its data and seed: the model, its arguments
+    and every training setting. Runs of equal setups on the same scene and split protocol differ
+    only by their seeds, so `hsi evaluate` may average them."""
+    training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
+    inputs = (metadata.get("provenance") or {}).get("inputs") or {}
+    return {
+        "model": metadata.get("model"),
+        "model_args": metadata.get("model_args"),
+        "hyper": training.get("hyper"),
+        "class_weights": training.get("class_weights"),
+        "amp": training.get("amp"),
+        "labels": training.get("labels"),
+        "init": (inputs.get("init") or {}).get("sha256"),
+    }
