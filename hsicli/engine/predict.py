@@ -113,12 +113,9 @@ class Classifier:
             raise HsiError(f"model {self.spec.name} has no embedding to export", hint="drop --embeddings")
 
     def _autocast(self):
-        import contextlib
+        from hsicli.models.precision import autocast
 
-        import torch
-
-        return (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.options.amp
-                else contextlib.nullcontext())
+        return autocast(self.device, self.options.amp)
 
     def rows_reader(self, read_rows: Callable[[slice], np.ndarray]) -> Callable[[slice], np.ndarray]:
         """`read_rows` (scene rows (r, W, T)) as the model's patches are cut from: through the
@@ -221,6 +218,10 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         raise UsageError(f"--pixels must be one of {', '.join(PIXEL_SETS)}, got {options.pixels!r}",
                          hint="all: the whole scene; labelled: pixels with a label; test: the split's test pixels")
     classifier = Classifier(checkpoint, options)
+    if options.amp and hasattr(classifier, "model") and not (options.init or options.finalize):
+        from hsicli.models.precision import describe
+
+        on_message(describe(classifier.model, classifier.device))
     store, own = open_scene_for(classifier, options.store)
     store.verify()
     height, width, _ = store.shape

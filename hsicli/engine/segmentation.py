@@ -120,10 +120,10 @@ def predict_windows(
     `hann_weights` and the weighted sum is divided by the summed weights. Only windows that overlap
     the block are run, in a fixed order, so a block equals the same rows of a whole-scene call.
     """
-    import contextlib
-
     import torch
     import torch.nn.functional as F
+
+    from hsicli.models.precision import autocast
 
     if window % 2 == 0 or window < 1:
         raise HsiError(f"window size must be odd and positive, got {window}", hint="use e.g. 33")
@@ -144,10 +144,8 @@ def predict_windows(
     n_r, n_c = len(row_centres), len(col_centres)
     grid_r, grid_c = np.divmod(np.arange(n_r * n_c), n_c)  # windows in row-major order
     weights = torch.from_numpy(hann_weights(window)).to(device)
-    autocast = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if amp
-                else contextlib.nullcontext())
     weighted = []
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(device, amp):
         for start in range(0, n_r * n_c, batch_size):
             sl = slice(start, start + batch_size)
             patches = block[row_local[grid_r[sl]][:, :, None], col_source[grid_c[sl]][:, None, :]]  # (B, S, S, T)

@@ -497,12 +497,13 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     Data-parallel across the ranks of `world` (inside its process group); stops with `Preempted`
     at the first batch after `preemption` is set.
     """
-    import contextlib
     import copy
+    import functools
 
     import torch
 
     from hsicli.engine.averaging import WeightAverage
+    from hsicli.models import precision
     from hsicli.models.registry import create_model
 
     if options.threads:
@@ -528,10 +529,9 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     augment = Augment() if hyper.augment else None
     batches = _Batches(spec.kind, data, hyper.patch, augment)
 
-    def autocast():
-        if not options.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    autocast = functools.partial(precision.autocast, device, options.amp)
+    if options.amp:
+        on_message(precision.describe(model, device))
 
     history: list[dict[str, Any]] = []
     best = {"epoch": None, "val": -1.0, "weights": None, "bad_epochs": 0}

@@ -16,7 +16,7 @@ from hsicli.models.registry import (  # noqa: F401
     register_model,
 )
 
-_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers"}
+_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision"}
 
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_") and _info.name not in _SUPPORT_MODULES:

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import InputError, UsageError
+from hsicli.models.precision import run_recurrent
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -475,17 +476,9 @@ class SpectralEncoderLayer(nn.Module):
         self.ffn = _ffn(dim, ffn_mult, dropout)
         self.norm2 = nn.LayerNorm(dim)
 
-    def _gru(self, h: torch.Tensor) -> torch.Tensor:
-        if h.device.type != "cpu":
-            return self.gru(h)[0]
-        # The CPU GRU runs step by step, and under autocast every step would cast the
-        # weights again (hundreds of copies per layer): it runs in fp32 instead.
-        with torch.autocast("cpu", enabled=False):
-            return self.gru(h.float())[0]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x + self.lstm(x)[0]
-        h = h + self._gru(h)
+        h = x + run_recurrent(self.lstm, x)
+        h = h + run_recurrent(self.gru, h)
         y = self.norm1(x + self.msla(h))
         return self.norm2(y + self.ffn(y))
 
