@@ -266,14 +266,21 @@ def test_two_models_three_seeds_give_two_columns_that_equal_sklearn(tmp_path, sc
 
 
 def terminal_tables(stderr: str) -> list[tuple[list[str], list[list[str]]]]:
-    """(headers, rows of cell texts) of each rich table printed on stderr."""
+    """(headers, rows of cell texts) of each rich table printed on stderr; best marks (` *`: stderr is
+    no terminal) dropped, as `best_marks` reads them."""
     tables: list[tuple[list[str], list[list[str]]]] = []
     for line in stderr.splitlines():
         if line.startswith("┃"):
             tables.append(([cell.strip() for cell in line.strip("┃").split("┃")], []))
         elif line.startswith("│"):
-            tables[-1][1].append([cell.strip() for cell in line.strip("│").split("│")])
+            tables[-1][1].append([cell.strip().removesuffix(" *") for cell in line.strip("│").split("│")])
     return tables
+
+
+def best_marks(stderr: str) -> list[list[bool]]:
+    """Which value cells of the terminal's table rows are marked best."""
+    return [[cell.strip().endswith(" *") for cell in line.strip("│").split("│")[1:]]
+            for line in stderr.splitlines() if line.startswith("│")]
 
 
 LATEX_BACK = ((r"$\pm$", "±"), (r"$\kappa$", "κ"), (r"$\times$", "×"), (r"\%", "%"), (r"\_", "_"), ("--", "–"))
@@ -325,7 +332,7 @@ def render_everywhere(monkeypatch, capsys, tmp_path, *inputs) -> tuple[dict, dic
     assert len(out.splitlines()) == 1
     printed = json.loads(out)
     return printed, {
-        "terminal": terminal_tables(err), "json": json_tables(printed["tables"]),
+        "terminal": terminal_tables(err), "terminal marks": best_marks(err), "json": json_tables(printed["tables"]),
         "latex": latex_tables((tmp_path / "t.tex").read_text()),
         "markdown": markdown_tables((tmp_path / "t.md").read_text()),
         "csv": csv_tables((tmp_path / "t.csv").read_text()),
@@ -354,6 +361,7 @@ def test_terminal_csv_latex_markdown_and_json_hold_the_same_table(monkeypatch, c
             assert f"{mean:.2f} ± {std:.2f}" == row[1 + column]
             assert mean == pytest.approx(100 * expected[model][key][0], abs=1e-9)
         assert csv_row[-1] == "svm (3 runs)"
+    assert tables["terminal marks"] == [[True, False]] * len(rows)  # svm is best on every row
     latex = (tmp_path / "t.tex").read_text()
     assert latex.count(r"\textbf{") == len(rows) and r"\toprule" in latex and r"\bottomrule" in latex
     assert printed["groups"][1]["label"] == "rf" and printed["path"].endswith(".metrics.json")
@@ -444,6 +452,15 @@ def test_metrics_files_and_summaries_rebuild_the_table(monkeypatch, capsys, tmp_
     # The same run twice would weigh it twice in a mean: refused.
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "summary.json", metrics[0])
     assert code == 1 and out == "" and "given twice" in err and "Traceback" not in err
+
+
+def test_plot_compare_reads_a_summary_of_several_groups(tmp_path, six_runs):
+    from hsicli.plot.metrics_figs import load_runs
+
+    paths = [path for runs in six_runs.values() for path, _, _ in runs]
+    evaluate(paths, split=None, out=tmp_path / "summary.metrics.json", command="test")
+    runs = load_runs([tmp_path / "summary.metrics.json"], "compare", None)
+    assert [run.prediction_path for run in runs] == paths and [run.model for run in runs] == ["svm"] * 3 + ["rf"] * 3
 
 
 HOSTILE = {

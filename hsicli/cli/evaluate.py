@@ -49,7 +49,7 @@ def evaluate(
 
         console = Console(stderr=True)
         for table in result.tables:
-            console.print(terminal_table(table))
+            console.print(terminal_table(table, styled=console.color_system is not None))
     for target, render in ((csv, to_csv), (latex, to_latex), (markdown, to_markdown)):
         if target is not None:
             with atomic_path(Path(target), overwrite) as tmp:
@@ -62,15 +62,18 @@ def evaluate(
         emit(result.path)
 
 
-def terminal_table(table):
-    """The rich rendering of a `hsicli.engine.report.Table`: the same headers and cell texts."""
+def terminal_table(table, styled: bool):
+    """The rich rendering of a `hsicli.engine.report.Table`: the same headers and cell texts; the
+    best cell of a row in bold, or followed by ` *` where styles do not show (a log file)."""
     from rich.table import Column, Table
     from rich.text import Text
 
-    caption = "; ".join([*table.notes, *(["best of each row in bold"] if table.marked else [])]) or None
+    mark = "best of each row in bold" if styled else "* best of each row"
+    caption = "; ".join([*table.notes, *([mark] if table.marked else [])]) or None
     headers = [Column(Text(table.corner)), *(Column(Text(c), justify="right") for c in table.columns)]
     shown = Table(*headers, title=table.title, caption=caption)
     for row, following in zip(table.rows, (*table.rows[1:], None)):
-        cells = (Text(cell.text(), style="bold" if cell.best else "") for cell in row.cells)
+        cells = (Text(cell.text(), style="bold") if cell.best and styled else
+                 Text(cell.text() + (" *" if cell.best else "")) for cell in row.cells)
         shown.add_row(Text(row.label), *cells, end_section=following is not None and following.section != row.section)
     return shown
