@@ -305,6 +305,19 @@ def test_usage_errors_exit_2(stores, cli, tree, tmp_path):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("name", ["a\nb", "a b", ".hidden", "x/y", "tab\t", "", "n" * 101])
+def test_layer_names_outside_the_allowlist_are_usage_errors(stores, cli, tree, tmp_path, name):
+    """`hsi split --name $'a\\nb'` printed two stdout lines, breaking the pipe (issue 17)."""
+    before = tree(tmp_path)
+    for args in (["split", stores, "--ratio", "0.5", "--name", name], ["pseudolabel", "p.zarr", "--name", name],
+                 ["train", stores, "--model", "svm", "--split", name], ["train", stores, "--labels", name],
+                 ["evaluate", "p.zarr", "--split", name], ["plot", "split", stores, "--split", name]):
+        result = cli(*args)
+        assert_one_error(result, names="cannot name a layer", exit_code=2)
+        assert ascii(name) in result.stderr and "letters, digits" in result.stderr
+    assert tree(tmp_path) == before
+
+
 def test_error_lines_from_a_real_process(hsi, shell, tmp_path):
     """Through the console script: exit status, stderr shape, empty pipes; HSI_DEBUG=1 adds the traceback."""
     missing = hsi("prep", "nowhere.mat")

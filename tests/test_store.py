@@ -130,9 +130,23 @@ def test_layers_are_written_once(store):
     np.testing.assert_array_equal(store.read_layer("labels", "a").data, first)
     with pytest.raises(StoreError, match="no split named 'c'"):
         store.read_layer("splits", "c")
-    for bad in ("", "x/y", ".hidden"):
-        with pytest.raises(StoreError, match="invalid layer name"):
+    for bad in ("", "x/y", ".hidden", "a\nb", "a b", "tab\there", "nul\x00", "é", "x" * 101, "..", "a;rm"):
+        with pytest.raises(StoreError, match="invalid layer name") as raised:
             store.add_layer("splits", bad, first, {})
+        assert "\n" not in raised.value.message
+    for good in ("ratio0.72-val0.08-seed0", "A_b-1.2", "x" * 100, "-dash-first"):
+        store.add_layer("labels", good, first.astype(np.uint16), {})
+    assert set(store.layer_names("labels")) >= {"ratio0.72-val0.08-seed0", "A_b-1.2", "x" * 100, "-dash-first"}
+
+
+def test_a_layer_name_on_disk_outside_the_allowlist_is_refused(store):
+    """A layer directory made by something else than hsi (a newline in its name would split the
+    stdout line that names it) is refused when the layers are listed, named with its escapes."""
+    layer = store.add_layer("splits", "a", np.zeros((H, W), dtype=np.uint8), {})
+    layer.rename(layer.with_name("a\nb"))
+    with pytest.raises(StoreError, match=re.escape("layer named 'a\\nb', which hsi does not accept")) as raised:
+        store.layer_names("splits")
+    assert "\n" not in raised.value.message and "rename or remove" in raised.value.hint
 
 
 def _rewrite_layer_value(path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.options import layer_name_option
 
 
 def evaluate(
@@ -18,7 +19,9 @@ def evaluate(
         typer.Argument(help="Prediction stores, or metrics/summary files written by hsi evaluate; "
                             "omitted or '-' reads one path from stdin."),
     ] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Split to evaluate on (default: the trained one).")] = None,
+    split: Annotated[
+        Optional[str], layer_name_option("--split", help="Split to evaluate on (default: the trained one).")
+    ] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV.")] = None,
     latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the table as LaTeX (booktabs).")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the table as Markdown.")] = None,

@@ -81,3 +81,18 @@ def parse_json_object(text: str | None, option: str) -> dict:
     if not isinstance(value, dict):
         raise HsiError(f"{option} must be a JSON object, got {type(value).__name__}", hint='e.g. \'{"layers": 1}\'')
     return value
+
+
+def check_layer_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """typer's option callback for a layer name: the name, or a UsageError (exit 2) saying why not."""
+    from hsicli.store.names import RULE, name_problem
+
+    problem = None if value is None else name_problem(value)
+    if problem is None:
+        return value
+    raise UsageError(f"{max(param.opts, key=len)} {ascii(value)} cannot name a layer: {problem}", hint=f"use {RULE}")
+
+
+def layer_name_option(*names: str, help: str) -> Any:
+    """`typer.Option(*names, ...)` of a split or label layer name, checked while the command line is parsed."""
+    return typer.Option(*names, help=help, callback=check_layer_name)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
-from hsicli.cli.options import SEED_MAX, ranged_option
+from hsicli.cli.options import SEED_MAX, layer_name_option, ranged_option
 from hsicli.plot import KINDS
 
 Kind = Enum("Kind", {name.replace("-", "_"): name for name in KINDS}, type=str)
@@ -47,7 +47,7 @@ def plot(
     raw: Annotated[
         bool, typer.Option("--raw", help="Maps: one image pixel per scene pixel, no axes (PNG).")
     ] = False,
-    split: Annotated[Optional[str], typer.Option("--split", help="Split to draw or evaluate on.")] = None,
+    split: Annotated[Optional[str], layer_name_option("--split", help="Split to draw or evaluate on.")] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="sweep: recorded parameter on the x axis.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map.")] = "oa",
     points: Annotated[int, ranged_option("--points", ge=2, help="tsne: at most this many pixels.")] = 5000,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
-from hsicli.cli.options import DeviceOpt, ThreadsOpt, ranged_option
+from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 
 
 def pseudolabel(
@@ -18,7 +18,7 @@ def pseudolabel(
     zeta: Annotated[float, ranged_option("--zeta", ge=0.0, le=1.0, help="ζ added to τ2 each round (eq. 53).")] = 0.005,
     round_number: Annotated[int, ranged_option("--round", ge=1, help="Round K: τ2 + ζ·(K − 1).")] = 1,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Layer name (default: pseudoK-<checkpoint hash>; NAME-K with --iterations).")
+        Optional[str], layer_name_option("--name", help="Layer name (default: pseudoK-<checkpoint hash>; NAME-K with --iterations).")
     ] = None,
     include_eval: Annotated[
         bool,

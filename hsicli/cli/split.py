@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
-from hsicli.cli.options import SeedOpt, ranged_option
+from hsicli.cli.options import SeedOpt, layer_name_option, ranged_option
 
 
 def split(
@@ -63,7 +63,7 @@ def split(
         ),
     ] = None,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Layer name (default: derived from the parameters and seed).")
+        Optional[str], layer_name_option("--name", help="Layer name (default: derived from the parameters and seed).")
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

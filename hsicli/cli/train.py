@@ -10,7 +10,7 @@ import typer
 from hsicli.cli.common import (
     InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
 )
-from hsicli.cli.options import AmpOpt, DeviceOpt, SeedOpt, ThreadsOpt, ranged_option
+from hsicli.cli.options import AmpOpt, DeviceOpt, SeedOpt, ThreadsOpt, layer_name_option, ranged_option
 from hsicli.errors import UsageError
 
 
@@ -20,8 +20,8 @@ def train(
     model_args: Annotated[
         Optional[str], typer.Option("--model-args", help='Architecture arguments as JSON, e.g. \'{"layers": 1}\'.')
     ] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Split layer (default: the piped or only one).")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudo-label layer to train on.")] = None,
+    split: Annotated[Optional[str], layer_name_option("--split", help="Split layer (default: the piped or only one).")] = None,
+    labels: Annotated[Optional[str], layer_name_option("--labels", help="Pseudo-label layer to train on.")] = None,
     epochs: Annotated[Optional[int], ranged_option("--epochs", ge=1, help="Epochs (default: the paper's).")] = None,
     batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Batch size (default: the paper's).")] = None,
     lr: Annotated[Optional[float], ranged_option("--lr", gt=0.0, help="Learning rate (default: the paper's).")] = None,

@@ -29,6 +29,7 @@ import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
 from hsicli.store.atomic import atomic_path, write_lock
+from hsicli.store.names import RULE, name_problem
 from hsicli.store.provenance import arrays_fingerprint, check_schema, now
 
 SCHEMA = 1
@@ -254,6 +255,11 @@ class SceneStore:
             for entry in folder.iterdir()
             if not entry.name.startswith(".") and (entry / "zarr.json").is_file()
         ]
+        for name in names:  # written by something else than hsi: never printed or used as it is
+            problem = name_problem(name)
+            if problem:
+                raise StoreError(f"{folder} holds a layer named {ascii(name)}, which hsi does not accept: {problem}",
+                                 hint=f"rename or remove that directory; layer names use {RULE}")
         return sorted(names, key=lambda n: (self.layer_attrs(kind, n).get("created", ""), n))
 
     def layer_attrs(self, kind: str, name: str) -> dict[str, Any]:
@@ -291,8 +297,9 @@ class SceneStore:
         """Write a layer once under a lock: a new name, or exactly the same content (a no-op)."""
         if kind not in LAYER_KINDS:
             raise ValueError(kind)
-        if not name or "/" in name or name.startswith("."):
-            raise StoreError(f"invalid layer name {name!r}", hint="use letters, digits, '-', '_' and '.'")
+        problem = name_problem(name)
+        if problem:
+            raise StoreError(f"invalid layer name {ascii(name)}: {problem}", hint=f"use {RULE}")
         if data.shape != self.shape[:2]:
             raise ValueError("layer shape differs from the scene")
         fingerprint = arrays_fingerprint([data])

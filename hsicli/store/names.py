@@ -1,0 +1,25 @@
+"""Layer names (splits, pseudo-label layers): an allowlist, because a name becomes a directory and
+is printed as part of one stdout line (`STORE/splits/NAME`). Light: the CLI checks flags with it."""
+
+from __future__ import annotations
+
+import re
+
+MAX_LENGTH = 100
+RULE = "letters, digits, '-', '_' and '.' (not first), at most 100 characters"
+_ALLOWED = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_ALLOWED_CHARACTER = re.compile(r"[A-Za-z0-9._-]")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a layer, or None if it can."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_LENGTH:
+        return f"it has {len(name)} characters, more than {MAX_LENGTH}"
+    if name.startswith("."):
+        return "it starts with '.'"
+    if not _ALLOWED.fullmatch(name):
+        bad = next(character for character in name if not _ALLOWED_CHARACTER.fullmatch(character))
+        return f"it holds {ascii(bad)}"
+    return None
