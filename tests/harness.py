@@ -282,7 +282,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def leftovers(folder: Path) -> list[Path]:
-    """Temporary entries (hidden `.NAME.tmp-PID-XXXX`) anywhere below `folder`, outermost only."""
+    """Temporary entries (hidden `.NAME.tmp-PID.START.HOST-XXXX`) anywhere below `folder`, outermost only."""
     found = [p for p in Path(folder).rglob(f"*{TMP_MARK}*") if TMP_MARK in p.name]
     return [p for p in found if not any(TMP_MARK in part for part in p.relative_to(folder).parts[:-1])]
 

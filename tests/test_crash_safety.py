@@ -200,6 +200,44 @@ def _tally(scenario: Scenario, kind: str, ended: str) -> None:
 # -- fast tier -------------------------------------------------------------------------------
 
 
+def test_info_lists_and_cleans_what_killed_writers_left(runner, cli, base, tmp_path):
+    """Temporaries left by SIGKILL were never cleaned, and `hsi info` did not list those inside
+    splits/ (issue 17): it lists them with their writer's state, and `--clean` removes exactly
+    those whose writer is gone, never a running writer's or one it cannot check."""
+    from hsicli.store.atomic import temporary_sibling
+
+    folder = tmp_path / "w"
+    copy_workspace(base, folder)
+    for name in ("split", "prep-overwrite"):  # killed at their first rename, inside the temporary
+        assert runner.run(SCENARIOS[name].args, folder, crash=(1, "before")).killed
+    in_splits = [p for p in leftovers(folder) if p.parent == folder / "s.zarr" / "splits"]
+    beside = [p for p in leftovers(folder) if p.parent == folder and p.name.startswith(".old.zarr.tmp-")]
+    assert len(in_splits) == 1 and len(beside) == 1, leftovers(folder)
+    live = temporary_sibling(folder / "s.zarr" / "splits" / "c")  # this process: a writer still running
+    live.mkdir()
+    older = folder / "s.zarr" / "splits" / ".d.tmp-4242-0a1b2c3d"  # an older hsicli's name: no writer to check
+    older.mkdir()
+
+    def listed(store: str) -> dict[str, str]:
+        described = cli("info", "--json", folder / store)
+        assert described.exit_code == 0, described.stderr
+        return {entry["path"]: entry["writer"] for entry in json.loads(described.stdout)["temporaries"]}
+
+    assert listed("s.zarr") == {str(in_splits[0]): "gone", str(live): "running", str(older): "unknown"}
+    assert listed("s.zarr/splits/a") == listed("s.zarr")  # a layer path lists its whole store's
+    assert listed("old.zarr") == {str(beside[0]): "gone"}
+    shown = cli("info", folder / "s.zarr")
+    assert str(in_splits[0]) in shown.stderr and "--clean" in shown.stderr
+
+    for store, removed in (("s.zarr", in_splits[0]), ("old.zarr", beside[0])):
+        cleaned = cli("info", "--clean", folder / store)
+        assert cleaned.exit_code == 0 and cleaned.stdout == f"{folder / store}\n", cleaned.stderr
+        assert f"removed {removed}" in cleaned.stderr and not removed.exists()
+    assert live.is_dir() and older.is_dir()
+    assert listed("s.zarr") == {str(live): "running", str(older): "unknown"} and listed("old.zarr") == {}
+    assert artifact_digest(folder / "old.zarr") == artifact_digest(base / "old.zarr")  # the previous store kept
+
+
 @pytest.mark.parametrize("name", scenario_params(FRESH))
 def test_random_kill(name, runner, cli, base, references, tmp_path):
     reference = references[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,10 @@ def info(
     path: InputArg = None,
     json_out: JsonOpt = False,
     verify: Annotated[bool, typer.Option("--verify", help="Recompute a scene store's content fingerprint.")] = False,
+    clean: Annotated[
+        bool,
+        typer.Option("--clean", help="Remove the leftover temporaries whose writer has exited (never a running one's)."),
+    ] = False,
 ) -> None:
     """Describe a store, layer, checkpoint or prediction: shape, classes, splits, history.
 
@@ -23,10 +28,17 @@ def info(
     """
     import sys
 
-    from hsicli.store.inspect import describe, render
+    from hsicli.store.atomic import remove_abandoned
+    from hsicli.store.inspect import describe, leftovers, render
 
     target = read_input_path(path, "artifact")
     description = describe(target)
+    if clean and description.get("kind") != "incomplete":
+        removed = remove_abandoned([Path(entry["path"]) for entry in description["temporaries"]])
+        for entry in removed:
+            print(f"removed {entry} (its writer has exited)", file=sys.stderr)
+        description["removed"] = [str(entry) for entry in removed]
+        description["temporaries"] = leftovers(target)
     if verify and description.get("kind") == "scene":
         from hsicli.store.scene import SceneStore
 

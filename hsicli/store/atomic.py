@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
+import hashlib
 import os
+import re
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,15 +25,85 @@ from pathlib import Path
 from hsicli.errors import HsiError, OutputExistsError, StoreError
 
 TMP_MARK = ".tmp-"
+# `.NAME.tmp-PID.START.HOST-RANDOM`: the writer's process id, its start time (clock ticks after
+# boot) and a hash of its host name, so a leftover's writer can be told dead or alive.
+_WRITER = re.compile(re.escape(TMP_MARK) + r"(\d+)\.(\d+)\.([0-9a-f]{8})-[0-9a-f]{8}$")
+RUNNING, GONE, UNKNOWN = "running", "gone", "unknown"
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A hidden name in the same directory (same filesystem, so rename is atomic)."""
-    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A hidden name in the same directory (same filesystem, so rename is atomic) naming its writer."""
+    pid = os.getpid()
+    return path.parent / f".{path.name}{TMP_MARK}{pid}.{_start_ticks(pid) or 0}.{_host_hash()}-{uuid.uuid4().hex[:8]}"
 
 
 def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def _host_hash() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, Linux's /proc), or None: no such
+    process, a zombie (it has exited), or no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return None if fields[0] in "ZX" else int(fields[19])
+
+
+def temporary_writer(path: Path) -> tuple[str, int | None]:
+    """(RUNNING, GONE or UNKNOWN, the writer's pid) of a temporary artifact. UNKNOWN: written on
+    another host, by an older hsicli (no writer in the name) or without /proc to check."""
+    match = _WRITER.search(path.name)
+    if match is None:
+        return UNKNOWN, None
+    pid, started, host = int(match[1]), int(match[2]), match[3]
+    if host != _host_hash():
+        return UNKNOWN, pid
+    if Path("/proc/self/stat").exists():
+        return (RUNNING if _start_ticks(pid) == started else GONE), pid  # a reused pid started later
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return GONE, pid
+    except PermissionError:
+        pass
+    return UNKNOWN, pid
+
+
+def find_temporaries(path: Path, depth: int) -> list[Path]:
+    """Temporaries left for the artifact at `path` (its hidden siblings `.NAME.tmp-*`) and, for a
+    directory, inside it down to `depth` levels (layers, shard markers). A temporary's own content
+    is not searched."""
+    path = Path(path)
+    found = sorted(path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"))
+    level = [path] if path.is_dir() and not path.is_symlink() else []
+    for _ in range(depth):
+        below = []
+        for folder in level:
+            with contextlib.suppress(OSError):
+                for entry in sorted(folder.iterdir()):
+                    if is_temporary(entry):
+                        found.append(entry)
+                    elif entry.is_dir() and not entry.is_symlink():
+                        below.append(entry)
+        level = below
+    return found
+
+
+def remove_abandoned(temporaries: list[Path]) -> list[Path]:
+    """Remove the temporaries whose writer is GONE (never a running or unknown one); the removed."""
+    removed = []
+    for path in temporaries:
+        if temporary_writer(path)[0] == GONE:
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def check_writable(path: Path, overwrite: bool, what: str = "output") -> None:

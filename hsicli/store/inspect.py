@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from hsicli.errors import StoreError
-from hsicli.store.atomic import is_temporary
+from hsicli.store.atomic import GONE, RUNNING, UNKNOWN, find_temporaries, is_temporary, temporary_writer
 from hsicli.store.scene import SceneStore, split_layer_path
+
+
+_LAYER_DEPTH = 2  # temporaries inside a store: STORE/.X.tmp-*, STORE/splits/.NAME.tmp-*, STORE/.shards/...
 
 
 def describe(path: Path) -> dict:
@@ -16,8 +19,31 @@ def describe(path: Path) -> dict:
     if not path.exists():
         raise StoreError(f"{path} does not exist", hint="check the path")
     if is_temporary(path):
-        return {"kind": "incomplete", "path": str(path.absolute()),
-                "note": "a temporary artifact left by an interrupted command; safe to delete"}
+        writer, pid = temporary_writer(path)
+        return {"kind": "incomplete", "path": str(path.absolute()), "writer": writer, "pid": pid,
+                "note": "a temporary artifact left by an interrupted command" + _WRITER_NOTES[writer]}
+    description = _describe_artifact(path)
+    description["temporaries"] = leftovers(path)
+    return description
+
+
+def leftovers(path: Path) -> list[dict]:
+    """The temporaries left beside and inside the artifact at `path` (a layer path: its whole
+    store), each with its writer's state: running, gone (safe to remove) or unknown."""
+    root, _, _ = split_layer_path(Path(path))
+    found = find_temporaries(root, _LAYER_DEPTH)
+    return [dict(zip(("path", "writer", "pid"), (str(p.absolute()), *temporary_writer(p)))) for p in found]
+
+
+_WRITER_NOTES = {
+    GONE: "; its writer has exited: `hsi info --clean` removes it",
+    RUNNING: "; its writer is still running",
+    UNKNOWN: "; its writer is unknown (another host or an older hsicli): delete it by hand once no hsi job "
+             "writes there",
+}
+
+
+def _describe_artifact(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from hsicli.store.checkpoint import describe_checkpoint
 
@@ -88,7 +114,7 @@ def render(description: dict) -> str:
         for key, value in description.items():
             if key not in ("path", "kind") and not isinstance(value, (dict, list)):
                 lines.append(f"  {key}: {value}")
-        return "\n".join(lines)
+        return "\n".join(lines + render_leftovers(description["temporaries"]))
     h, w, t = description["shape"]
     lines.append(f"  shape: {h} × {w} pixels, {t} bands" + (f" (+{description['aux_bands']} auxiliary)" if description["aux_bands"] else ""))
     if description.get("dataset"):
@@ -124,5 +150,17 @@ def render(description: dict) -> str:
     lines.append("  history:")
     for entry in description["history"]:
         lines.append(f"    {entry.get('time', '?')}  {entry.get('command', '?')}")
-    return "\n".join(lines)
+    return "\n".join(lines + render_leftovers(description["temporaries"]))
+
+
+def render_leftovers(temporaries: list[dict]) -> list[str]:
+    if not temporaries:
+        return []
+    lines = [f"  leftover temporaries ({len(temporaries)}, from interrupted commands):"]
+    for entry in temporaries:
+        pid = f" {entry['pid']}" if entry["pid"] is not None else ""
+        lines.append(f"    {entry['path']}  writer{pid}: {entry['writer']}")
+    if any(entry["writer"] == GONE for entry in temporaries):
+        lines.append("  `hsi info --clean` removes those whose writer is gone")
+    return lines
 
