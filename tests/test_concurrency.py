@@ -10,6 +10,7 @@ store within milliseconds of each other; tests/test_store.py races `add_layer` i
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,20 @@ def test_two_writers(name, runner, base, alone, tmp_path):
 def test_two_writers_many_rounds(name, runner, base, alone, tmp_path):
     for index in range(SLOW_ROUNDS):
         race(runner, base, alone, name, tmp_path / f"r{index}")
+
+
+def test_two_identical_predictions_both_succeed(runner, base, tmp_path):
+    """README: re-running a step with the same inputs is a no-op. The second of two identical
+    `hsi predict` started together failed with "already exists" when the first published while it
+    ran (issue 17); now whichever finishes second finds the very same store and succeeds."""
+    folder = tmp_path / "w"
+    copy_workspace(base, folder)
+    args = ("predict", "m.safetensors", "--out", "twin.pred.zarr")
+    for _ in range(3):
+        first, second = runner.start(args, folder), runner.start(args, folder)
+        runs = [first.wait(), second.wait()]
+        for run in runs:
+            assert run.code == 0 and run.stdout == f"{folder / 'twin.pred.zarr'}\n", run.describe()
+        assert artifact_digest(folder / "twin.pred.zarr") == artifact_digest(base / "p.zarr")  # as if run alone
+        assert leftovers(folder) == []
+        shutil.rmtree(folder / "twin.pred.zarr")

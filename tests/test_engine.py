@@ -29,6 +29,7 @@ from hsicli.engine.predict import PredictOptions, predict
 from hsicli.engine.train import TrainOptions, train
 from hsicli.errors import HsiError, OutputExistsError, UsageError
 from hsicli.models.registry import create_model
+from hsicli.store.atomic import up_to_date
 from hsicli.store.checkpoint import load_arrays
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
@@ -233,6 +234,28 @@ def test_repeating_a_prediction_is_a_no_op(tmp_path, hybrid_ckpt):
     again = predict(hybrid_ckpt, PredictOptions(device="cpu", out=out), command="t")
     assert again.path == first.path == out and (out / "zarr.json").stat().st_mtime_ns == stamp
     with pytest.raises(OutputExistsError):
+        predict(hybrid_ckpt, PredictOptions(device="cpu", out=out, probabilities=False), command="t")
+
+
+def test_an_identical_prediction_published_meanwhile_is_a_no_op(monkeypatch, tmp_path, hybrid_ckpt):
+    """Two identical `hsi predict` racing (issue 17): the one that finds, when it publishes, the
+    store its twin published meanwhile returns it instead of failing with "already exists"."""
+    out = tmp_path / "twin.pred.zarr"
+    first = predict(hybrid_ckpt, PredictOptions(device="cpu", out=out), command="t")
+    stamp = (out / "zarr.json").stat().st_mtime_ns
+    checks = []
+
+    def checked_before_the_twin_published(path, key, read_key, overwrite):
+        checks.append(path)
+        return False if len(checks) == 1 else up_to_date(path, key, read_key, overwrite)
+
+    monkeypatch.setattr(predict_module, "up_to_date", checked_before_the_twin_published)
+    messages = []
+    again = predict(hybrid_ckpt, PredictOptions(device="cpu", out=out), command="t", on_message=messages.append)
+    assert again.path == first.path and len(checks) == 2 and "up to date" in messages[-1]
+    assert (out / "zarr.json").stat().st_mtime_ns == stamp and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    checks.clear()  # a store from other options is still never replaced
+    with pytest.raises(OutputExistsError, match="other inputs or options"):
         predict(hybrid_ckpt, PredictOptions(device="cpu", out=out, probabilities=False), command="t")
 
 

@@ -32,7 +32,7 @@ from hsicli.data.patches import PatchSampler, block_sampler
 from hsicli.data.splits import labelled_test_mask
 from hsicli.engine import shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
-from hsicli.errors import HsiError, StoreError, UsageError
+from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import load_arrays, require_checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
@@ -248,22 +248,34 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
     }
     if steps:
         return _sharded_step(out, attrs, classifier, store, selection, options, command, on_progress, on_message)
-    if up_to_date(out, key, lambda p: PredictionStore.open(p).attrs.get("request_key"), options.overwrite):
+    def request_key(path: Path) -> str | None:
+        return PredictionStore.open(path).attrs.get("request_key")
+
+    def reused() -> PredictResult:
         on_message(f"{out} is up to date (same checkpoint, scene and options)")
         return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
+
+    if up_to_date(out, key, request_key, options.overwrite):
+        return reused()
     started = time.perf_counter()
-    with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
-                               probabilities=options.probabilities, attrs=attrs,
-                               overwrite=options.overwrite) as writer:
-        embedded_index, embedded = _predict_rows(classifier, store, writer, 0, height, selection, options.amp,
-                                                 on_progress)
-        seconds = round(time.perf_counter() - started, 3)
-        if options.embeddings:
-            writer.write_embeddings(np.concatenate(embedded_index), np.concatenate(embedded))
-        pixels = int(selection.sum())
-        writer.update_attrs({"inference_seconds": seconds, "pixels": pixels,
-                             "provenance": record(command, {"checkpoint": checkpoint_record,
-                                                            "store": store.describe()})})
+    try:
+        with PredictionStore.build(out, height=height, width=width, n_classes=classifier.n_classes,
+                                   probabilities=options.probabilities, attrs=attrs,
+                                   overwrite=options.overwrite) as writer:
+            embedded_index, embedded = _predict_rows(classifier, store, writer, 0, height, selection, options.amp,
+                                                     on_progress)
+            seconds = round(time.perf_counter() - started, 3)
+            if options.embeddings:
+                writer.write_embeddings(np.concatenate(embedded_index), np.concatenate(embedded))
+            pixels = int(selection.sum())
+            writer.update_attrs({"inference_seconds": seconds, "pixels": pixels,
+                                 "provenance": record(command, {"checkpoint": checkpoint_record,
+                                                                "store": store.describe()})})
+    except OutputExistsError:
+        # The same request, run at the same time, published first: its store is this one (a no-op).
+        if up_to_date(out, key, request_key, overwrite=False):
+            return reused()
+        raise
     on_message(f"predicted {pixels} pixels in {seconds:.2f} s")
     return PredictResult(out, {"inference_seconds": seconds})
 
