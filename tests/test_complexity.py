@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torch.overrides import TorchFunctionMode
 
 from hsicli.models import create_model, get_model_spec, list_models
+from hsicli.models.catalogue import describe_models
 from hsicli.models.complexity import count_macs, count_parameters, measure_macs, recurrent_macs
 
 
@@ -347,6 +348,10 @@ def test_every_model_counts_at_least_the_old_hooks(name: str) -> None:
         handle.remove()
     assert counts.layers == old.layers
     assert counts.total >= old.layers + old.attention
+    # `hsi models` lists these counts from the stored catalogue, without loading torch.
+    (stored,) = describe_models([name])
+    assert (stored["parameters"], stored["macs"], stored["layer_macs"]) == (
+        count_parameters(model), counts.total, counts.layers), "stale: run `python -m hsicli.models.catalogue`"
 
 
 def test_litec2anet_views() -> None:

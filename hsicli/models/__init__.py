@@ -1,9 +1,12 @@
 """Models: the registry and one module per architecture.
 
 Every module of this package except the support modules below is an architecture that
-registers itself on import, so adding a file is all it takes to add a model.
+registers itself when imported, so adding a file is all it takes to add a model. The registry
+imports them on first use (`load_architectures`), not this package, so that reading the stored
+catalogue (`hsi models`) or a support module does not load torch.
 """
 
+import functools
 import importlib
 import pkgutil
 
@@ -18,6 +21,10 @@ from hsicli.models.registry import (  # noqa: F401
 
 _SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision"}
 
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_") and _info.name not in _SUPPORT_MODULES:
-        importlib.import_module(f"{__name__}.{_info.name}")
+
+@functools.cache
+def load_architectures() -> None:
+    """Import every architecture module, which registers it (once per process)."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name not in _SUPPORT_MODULES:
+            importlib.import_module(f"{__name__}.{info.name}")

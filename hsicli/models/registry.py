@@ -1,7 +1,7 @@
 """Model registry in timm's style: `register_model`, `create_model`, `list_models`.
 
-Each architecture lives in its own module, registers a builder with its paper's training
-protocol beside it, and is imported by `hsicli.models` so that the registry is complete.
+Each architecture lives in its own module and registers a builder with its paper's training
+protocol beside it; the registry imports them all on first use, so that it is complete.
 
 Contracts by kind:
 - "patch": torch module, input (B, T, P, P) float32 (bands first), output logits (B, C).
@@ -99,8 +99,9 @@ def register_model(
 
 
 def _ensure_loaded() -> None:
-    # Importing the package imports every architecture module, which registers it.
-    import hsicli.models  # noqa: F401
+    from hsicli.models import load_architectures
+
+    load_architectures()
 
 
 def list_models(kind: str | None = None) -> list[str]:
