@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hsicli.data.splits import TEST, TRAIN, UNUSED, VAL
-from hsicli.engine.segmentation import adaptive_threshold, pseudo_layer, round_tau
+from hsicli.engine.segmentation import pseudo_layer, pseudo_threshold, round_tau
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
 
@@ -33,38 +33,58 @@ def one_hot_map(confidence: np.ndarray, predicted: np.ndarray, classes: int = 3)
     return p.astype(np.float32)
 
 
+def map_statistic(probabilities: np.ndarray) -> float:
+    """μ + σ over every class probability of every pixel, written out: μ = 1/C, σ² = E[p²] − μ²."""
+    mean = 1 / probabilities.shape[2]
+    return mean + math.sqrt(float((probabilities.astype(np.float64) ** 2).mean()) - mean**2)
+
+
 def test_threshold_is_tau_when_tau_exceeds_mean_plus_std():
-    # μ = 0.59375, σ = √0.0107421875 ≈ 0.1036, μ + σ ≈ 0.6974 < τ = 0.7: T = τ.
-    confidence = np.array([[0.5, 0.5], [0.625, 0.75]])
-    assert math.isclose(adaptive_threshold(confidence, 0.0).item(), 0.59375 + math.sqrt(0.0107421875))
-    layer = pseudo_layer(one_hot_map(confidence, np.array([[0, 1], [2, 1]])), np.zeros((2, 2), int),
-                         np.zeros((2, 2), bool), tau=0.7)
-    assert layer.record["threshold"] == 0.7
+    # Over the 12 probabilities: μ = 1/3, E[p²] = 1.8046875 / 12, μ + σ ≈ 0.5315 < τ = 0.7: T = τ.
+    probabilities = one_hot_map(np.array([[0.5, 0.5], [0.625, 0.75]]), np.array([[0, 1], [2, 1]]))
+    assert math.isclose(map_statistic(probabilities), 1 / 3 + math.sqrt(1.8046875 / 12 - 1 / 9), rel_tol=1e-6)
+    threshold, statistic = pseudo_threshold(probabilities, 0.7)
+    assert threshold == 0.7 and math.isclose(statistic, 0.5315, abs_tol=1e-4)
+    layer = pseudo_layer(probabilities, np.zeros((2, 2), int), np.zeros((2, 2), bool), tau=0.7)
+    assert layer.record["threshold"] == 0.7 and layer.record["tau"] == 0.7
+    assert math.isclose(layer.record["mean_plus_std"], map_statistic(probabilities), rel_tol=1e-6)
     assert layer.labels.tolist() == [[0, 0], [0, 2]], "class ids (1..C), not indices"
 
 
 def test_threshold_is_mean_plus_std_when_that_exceeds_tau():
-    # μ = 0.75, σ = √0.03125 ≈ 0.1768: T = μ + σ ≈ 0.9268 > τ = 0.5, so only the 1.0 pixel.
-    confidence = np.array([[0.5, 1.0], [0.75, 0.75]])
+    # The same map with τ = 0.3: T = μ + σ ≈ 0.5315, so the 0.625 and 0.75 pixels.
     predicted = np.array([[0, 1], [2, 1]])
-    layer = pseudo_layer(one_hot_map(confidence, predicted), np.zeros((2, 2), int), np.zeros((2, 2), bool), tau=0.5)
-    assert math.isclose(layer.record["threshold"], 0.75 + math.sqrt(0.03125), rel_tol=1e-12)
-    assert layer.labels.tolist() == [[0, 2], [0, 0]]
-    assert layer.record["added_per_class"] == [0, 1, 0]
-    # With τ = 1 the same pixel is kept: pixels at or above T are selected.
-    at_tau = pseudo_layer(one_hot_map(confidence, predicted), np.zeros((2, 2), int), np.zeros((2, 2), bool), tau=1.0)
-    assert at_tau.record["threshold"] == 1.0 and at_tau.labels.tolist() == [[0, 2], [0, 0]]
+    probabilities = one_hot_map(np.array([[0.5, 0.5], [0.625, 0.75]]), predicted)
+    layer = pseudo_layer(probabilities, np.zeros((2, 2), int), np.zeros((2, 2), bool), tau=0.3)
+    assert math.isclose(layer.record["threshold"], map_statistic(probabilities), rel_tol=1e-6)
+    assert layer.labels.tolist() == [[0, 0], [3, 2]]
+    assert layer.record["added_per_class"] == [0, 1, 1]
+    # With τ = 0.75 the 0.75 pixel is kept: pixels at or above T are selected.
+    at_tau = pseudo_layer(probabilities, np.zeros((2, 2), int), np.zeros((2, 2), bool), tau=0.75)
+    assert at_tau.record["threshold"] == 0.75 and at_tau.labels.tolist() == [[0, 0], [0, 2]]
 
 
-def test_a_very_confident_map_gives_an_empty_mask():
-    """Nine pixels at 0.99 and one at 0.5: μ + σ = 0.941 + 0.147 > 0.99, so nothing reaches T."""
+def test_a_confident_map_labels_its_confident_pixels():
+    """Nine pixels at 0.99 and one at 0.5. The statistic of the maxima, μ + σ = 0.941 + 0.147 > 0.99,
+    would admit nothing (SalinasA's 1.05); over the probability map it stays under 0.81 for 3 classes."""
     conf = np.array([[0.99] * 5, [0.99] * 4 + [0.5]])
     layer = pseudo_layer(one_hot_map(conf, np.ones((2, 5), int)), np.zeros((2, 5), int),
                          np.zeros((2, 5), bool), tau=0.7)
-    assert layer.record["threshold"] > 0.99 > layer.record["confidence_max"] - 1e-6
-    assert math.isclose(layer.record["eligible_confidence_max"], 0.99, rel_tol=1e-6)
-    assert layer.record["added"] == 0 and layer.record["added_per_class"] == [0, 0, 0]
-    assert not layer.labels.any()
+    assert layer.record["confidence_mean"] + layer.record["confidence_std"] > 0.99
+    assert 0.7 < layer.record["mean_plus_std"] == layer.record["threshold"] < 0.8  # (1 + √2)/3 at most
+    assert layer.record["added"] == 9 and layer.record["added_per_class"] == [0, 9, 0]
+    assert layer.labels.tolist() == [[2] * 5, [2] * 4 + [0]]
+
+
+def test_the_statistic_is_bounded_below_one_for_three_or_more_classes():
+    """μ + σ ≤ (1 + √(C − 1)) / C, reached by a one-hot map: τ decides on a confident map."""
+    rng = np.random.default_rng(0)
+    for classes in (3, 4, 6, 16):
+        one_hot = np.eye(classes)[rng.integers(0, classes, (7, 5))]
+        bound = (1 + math.sqrt(classes - 1)) / classes
+        assert math.isclose(pseudo_threshold(one_hot, 0.0)[1], bound, rel_tol=1e-9) and bound < 0.81
+        diffuse = rng.dirichlet(np.ones(classes), (7, 5))
+        assert pseudo_threshold(diffuse, 0.0)[1] < bound
 
 
 def test_tau_grows_by_zeta_each_round():
@@ -182,7 +202,7 @@ def test_command_writes_a_layer_and_prints_its_path(run, scene):
     split = store.read_layer("splits", "s").data
     gt = store.gt()
     confidence = probabilities.max(2)
-    threshold = max(0.71, confidence.mean() + confidence.std())
+    threshold = max(0.71, map_statistic(probabilities))
     expected = np.where((confidence >= threshold) & (split == UNUSED), probabilities.argmax(2) + 1, 0)
     expected = np.where(split == TRAIN, gt, expected)
     assert np.array_equal(layer.data, expected)
@@ -223,7 +243,7 @@ def test_include_eval_labels_evaluation_pixels_with_predictions_only(run, scene)
 
 def test_empty_mask_warns_and_records_zero_added(run, tmp_path):
     store = make_scene(tmp_path / "conf.zarr")
-    confidence = np.full(store.shape[:2], 0.99)
+    confidence = np.full(store.shape[:2], 0.6)  # no pixel reaches τ = 0.7
     confidence[0, 0] = 0.5
     pred = make_prediction(tmp_path / "conf.pred.zarr", store, one_hot_map(confidence, np.zeros(store.shape[:2], int)))
     result = run(str(pred), "--name", "empty")
@@ -288,10 +308,16 @@ def test_iterations_run_the_loop_and_keep_every_round(run, tmp_path):
         assert math.isclose(layer.attrs["tau"], tau)
         _, meta = read_header(Path(entry["checkpoint"]))
         assert meta["training"]["labels"] == name and meta["training"]["hyper"]["epochs"] == 1
+        # The per-round record: in the JSON summary and, for `hsi plot sweep`, in the checkpoint.
+        assert meta["training"]["pseudo_round"] == entry["round"]
+        assert meta["training"]["pseudo_labels"] == {key: entry[key] for key in meta["training"]["pseudo_labels"]}
+        assert math.isclose(entry["tau"], tau) and entry["threshold"] == max(entry["tau"], entry["mean_plus_std"])
+        assert sum(entry["added_per_class"]) == entry["added"] and 0 <= entry["oa"] <= 1
         assert meta["provenance"]["inputs"]["init"]["path"] == str(Path(previous).absolute())
         assert Path(entry["prediction"]).is_dir()
         previous = entry["checkpoint"]
     assert rounds[1]["labels"] != rounds[0]["labels"]
+    assert 0 <= summary["initial_oa"] <= 1 and read_header(first.path)[1]["training"]["pseudo_round"] == 0
     # Re-running reuses every round.
     again = run(str(pred), "--iterations", "2", "--epochs", "1", "--tau", "0.4", "--zeta", "0.05",
                 "--device", "cpu", "--threads", "1")
@@ -301,7 +327,7 @@ def test_iterations_run_the_loop_and_keep_every_round(run, tmp_path):
 
 def test_rounds_that_label_nothing_keep_the_previous_model(run, tmp_path):
     store = make_scene(tmp_path / "sure.zarr")
-    confidence = np.full(store.shape[:2], 0.99)
+    confidence = np.full(store.shape[:2], 0.6)  # no pixel reaches τ = 0.7
     confidence[0, 0] = 0.5
     pred = make_prediction(tmp_path / "sure.pred.zarr", store, one_hot_map(confidence, np.zeros(store.shape[:2], int)))
     result = run(str(pred), "--iterations", "2", "--name", "sure", "--json")

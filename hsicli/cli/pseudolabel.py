@@ -13,7 +13,7 @@ from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_
 def pseudolabel(
     prediction: InputArg = None,
     tau: Annotated[
-        float, ranged_option("--tau", ge=0.0, le=1.0, help="τ2 of round 1: T = max(τ2, μ + σ) of the confidence map.")
+        float, ranged_option("--tau", ge=0.0, le=1.0, help="τ2 of round 1: T = max(τ2, μ + σ of the probability map).")
     ] = 0.7,
     zeta: Annotated[float, ranged_option("--zeta", ge=0.0, le=1.0, help="ζ added to τ2 each round (eq. 53).")] = 0.005,
     round_number: Annotated[int, ranged_option("--round", ge=1, help="Round K: τ2 + ζ·(K − 1).")] = 1,
@@ -42,7 +42,8 @@ def pseudolabel(
 ) -> None:
     """Label the confident pixels of a prediction as a new label layer of its scene store.
 
-    Pixels whose maximum class probability reaches T = max(τ2, μ + σ) get their predicted class.
+    Pixels whose maximum class probability reaches T = max(τ2, μ + σ) get their predicted class,
+    μ and σ taken over every class probability of every pixel.
 
     Training pixels keep their labels; each round is rebuilt from its own prediction.
 
@@ -53,7 +54,7 @@ def pseudolabel(
     hsi pseudolabel pred.zarr --iterations 4 | hsi evaluate   (prints the last prediction)
     """
     from hsicli.engine.segmentation import (
-        ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer,
+        ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer, test_accuracy,
     )
 
     log = Log(quiet)
@@ -68,7 +69,8 @@ def pseudolabel(
                      f"layer {layer} holds the training labels only")
         else:
             log.info(f"labels/{layer}: {record['added']} pixels added at T = {record['threshold']:.4f} "
-                     f"(τ2 {record['tau']:.3f}, μ + σ {record['confidence_mean'] + record['confidence_std']:.4f})")
+                     f"(τ2 {record['tau']:.3f}, μ + σ {record['mean_plus_std']:.4f}; per class "
+                     f"{record['added_per_class']})")
 
     if iterations is None:
         result = make_layer(path, options, command=command_line())
@@ -82,9 +84,8 @@ def pseudolabel(
         on_labels=lambda labels: report(labels.record, labels.name),
         on_message=log.info,
     )
-    emit(rounds[-1].prediction, json_out, rounds=[
-        {"round": r.round, "labels": str(r.labels.path), "added": r.labels.record["added"],
-         "threshold": r.labels.record["threshold"], "trained": r.trained, "checkpoint": str(r.checkpoint),
-         "prediction": str(r.prediction)}
-        for r in rounds
-    ])
+    initial_oa = test_accuracy(path)
+    for label, oa in [("the initial model", initial_oa), *((f"round {r.round}", r.oa) for r in rounds)]:
+        if oa is not None:
+            log.info(f"{label}: OA {oa:.2%} on the test pixels")
+    emit(rounds[-1].prediction, json_out, initial_oa=initial_oa, rounds=[r.to_dict() for r in rounds])

@@ -7,8 +7,9 @@
 - `predict_windows`: full-scene prediction by overlapping S×S windows on a grid anchored at the
   scene origin, blended with a smooth Hann weight. A row block reads only the halo its windows
   need, so predicting a scene block by block (or shard by shard) equals predicting it whole.
-- `pseudo_layer` / `pseudolabel`: eqs. 47-53 — the per-pixel maximum probability of one round's
-  prediction, its threshold, the new label layer (class ids, original training labels kept).
+- `pseudo_threshold`, `pseudo_layer` / `pseudolabel`: eqs. 47-53 — the threshold of one round's
+  prediction, the pixels whose maximum probability reaches it, the new label layer (class ids,
+  original training labels kept).
 - `progressive`: the train → predict → pseudolabel loop of Fig. 5, keeping every round's artifacts.
 - `scene_inputs`: the model input of a scene, the cube with the auxiliary rasters appended as extra
   channels when the model reads them (`aux_bands` > 0).
@@ -170,6 +171,23 @@ def predict_windows(
 # -- pseudo-labels (§3.5) -----------------------------------------------------------------------
 
 
+def pseudo_threshold(probabilities: np.ndarray, tau: float) -> tuple[float, float]:
+    """(T2, μ2 + σ2) of eqs. 49-50 for class probabilities (H, W, C): T2 = max(τ2, μ2 + σ2).
+
+    μ2 and σ2 are taken over the whole probability map O (every class probability of every pixel,
+    "the mean value and standard deviation of the probability map"), not over the per-pixel maxima
+    Ŷ they are compared with. Over the maxima the rule cannot work on real data: a good model's
+    maxima crowd near 1 with a tail of doubtful pixels, so μ + σ exceeds 1 (SalinasA: 1.05) and no
+    pixel is ever admitted, which contradicts the paper's Table 9 and Figs. 17-21 (pixels added
+    every round) and Fig. 16 (τ2 between 0.7 and 0.9 changes the result; 0.1 and 0.4 "fall below the
+    statistical threshold"). Over O, μ2 = 1/C and μ2 + σ2 ≤ (1 + √(C − 1))/C, below 1 from 3 classes
+    on (0.80 for 3, 0.54 for 6, 0.30 for 16): a confident map of 4 or more classes is thresholded at
+    τ2 = 0.7-0.9, a diffuse one at its own statistic.
+    """
+    statistic = adaptive_threshold(np.asarray(probabilities, dtype=np.float64), 0.0).item()
+    return max(tau, statistic), statistic
+
+
 @dataclass
 class PseudoLayer:
     labels: np.ndarray  # (H, W) uint16 class ids, 0 = none
@@ -188,14 +206,13 @@ def pseudo_layer(
 
     `probabilities` (H, W, C) of the whole scene; `train_labels` (H, W) class ids at the training
     pixels of the split, 0 elsewhere; `evaluation` (H, W) bool, the validation and test pixels.
-    The confidence map is the per-pixel maximum probability over the whole scene (eq. 48),
-    T = max(τ, μ + σ) of it (eqs. 49-50), and pixels at or above T get their argmax class id
-    (eqs. 51-52). The layer is built from this prediction alone (not accumulated). Training pixels
+    Pixels whose maximum probability (eq. 48) reaches `pseudo_threshold` (eqs. 49-50) get their
+    argmax class id (eqs. 51-52). The layer is built from this prediction alone (not accumulated). Training pixels
     always keep their original label; validation and test pixels get a predicted label only with
     `include_eval` (the paper labels every pixel) — never their true label, which is not an input.
     """
     confidence = probabilities.max(axis=2)
-    threshold = adaptive_threshold(confidence.astype(np.float64), tau).item()
+    threshold, statistic = pseudo_threshold(probabilities, tau)
     predicted = probabilities.argmax(axis=2) + 1
     train = train_labels > 0
     eligible = ~train if include_eval else ~train & ~evaluation
@@ -205,11 +222,13 @@ def pseudo_layer(
     added = np.bincount(predicted[selected], minlength=classes + 1)[1:]
     record = {
         "tau": tau,
+        "mean_plus_std": statistic,
         "threshold": threshold,
         "confidence_mean": float(confidence.mean()),
         "confidence_std": float(confidence.std()),
         "confidence_max": float(confidence.max()),
         # The threshold comes from the whole scene (eq. 49); only eligible pixels can be added.
+        # The statistic of the maxima, which the threshold no longer uses, stays for comparison.
         "eligible_confidence_max": float(confidence[eligible].max()) if eligible.any() else None,
         "added": int(selected.sum()),
         "added_per_class": [int(n) for n in added],
@@ -217,6 +236,20 @@ def pseudo_layer(
         "includes_eval_locations": include_eval,
     }
     return PseudoLayer(labels, record)
+
+
+ROUND_FIELDS = ("round", "tau", "mean_plus_std", "threshold", "added", "added_per_class")
+
+
+def pseudo_label_record(store, labels_name: str | None) -> dict[str, Any]:
+    """What a checkpoint records of the pseudo-labels it was trained on: `pseudo_round` (0 for the
+    split's labels alone, so the initial model and every round sit on one `hsi plot sweep --x
+    training.pseudo_round` axis) and the round's threshold and counts."""
+    if not labels_name:
+        return {"pseudo_round": 0}
+    attrs = store.layer_attrs("labels", labels_name)
+    return {"pseudo_round": attrs.get("round", 0),
+            "pseudo_labels": {key: attrs.get(key) for key in ROUND_FIELDS}}
 
 
 @dataclass
@@ -327,6 +360,24 @@ class RoundResult:
     checkpoint: Path
     prediction: Path
     trained: bool = True  # False: the round labelled no pixel and kept the previous model
+    oa: float | None = None  # of `prediction` on the split's test pixels (None: the split has none)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{key: self.labels.record.get(key) for key in ROUND_FIELDS}, "round": self.round,
+                "oa": self.oa, "trained": self.trained, "labels": str(self.labels.path),
+                "checkpoint": str(self.checkpoint), "prediction": str(self.prediction)}
+
+
+def test_accuracy(prediction: Path) -> float | None:
+    """OA of a prediction on its split's test pixels; None when the split has none."""
+    from hsicli.engine.evaluate import evaluate_prediction, test_pixels
+    from hsicli.store.prediction import PredictionStore
+
+    try:
+        test_pixels(PredictionStore.open(prediction))
+    except HsiError:
+        return None
+    return evaluate_prediction(prediction)["oa"]
 
 
 def progressive(
@@ -342,7 +393,7 @@ def progressive(
     Round K labels the scene from the previous round's prediction with τ + ζ·(K − 1), fine-tunes
     the previous checkpoint on those labels (the model, its arguments, split, seed and training
     settings are the first checkpoint's; `epochs` per round may differ) and predicts the scene.
-    A round whose mask is empty (a very confident map: μ + σ above every probability) keeps the
+    A round whose mask is empty (no eligible pixel reaches the threshold) keeps the
     previous checkpoint and prediction instead of fine-tuning on the training labels alone.
     Every round's layer, checkpoint and prediction stay on disk under their default names, and a
     re-run reuses the rounds already done (same layer, same training request, same checkpoint).
@@ -370,7 +421,8 @@ def progressive(
             # Eq. 52 with an empty mask leaves the training labels alone: fine-tuning on them adds no
             # information, only optimiser noise, so the round keeps the current model.
             on_message(f"round {round_number} labelled no pixel: keeping {checkpoint.name}")
-            results.append(RoundResult(round_number, labels, checkpoint, current, trained=False))
+            results.append(RoundResult(round_number, labels, checkpoint, current, trained=False,
+                                       oa=test_accuracy(current)))
             continue
         _, meta = read_header(checkpoint)
         training = meta["training"]
@@ -398,5 +450,5 @@ def progressive(
             current = predict(trained.path, PredictOptions(device=options.device, threads=options.threads,
                                                            amp=bool(training.get("amp"))),
                               command=command, on_message=on_message).path
-        results.append(RoundResult(round_number, labels, trained.path, current))
+        results.append(RoundResult(round_number, labels, trained.path, current, oa=test_accuracy(current)))
     return results

@@ -27,6 +27,7 @@ import numpy as np
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.engine import distributed, preempt
+from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
 from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
 from hsicli.store.atomic import up_to_date
@@ -232,6 +233,7 @@ def train(
         split=split_name,
         split_fingerprint=store.layer_attrs("splits", split_name).get("fingerprint"),
         labels=options.labels,
+        **pseudo_label_record(store, options.labels),
         seed=options.seed,
         hyper=hyper.to_dict(),
         class_weights=options.class_weights,
