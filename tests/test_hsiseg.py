@@ -194,9 +194,10 @@ def test_bad_arguments_are_usage_errors(args):
 # -- losses -------------------------------------------------------------------------------------
 
 
-def test_learned_loss_weights_do_not_collapse():
-    """Optimised on fixed losses, plain softmax weights would put everything on the smallest loss;
-    with the KL guard they settle at w ∝ exp(−L / mean L), every weight well above zero."""
+def test_learned_loss_weights_favour_the_largest_loss_without_collapsing():
+    """Minimised, plain softmax weights would put everything on the smallest loss (the reverse of
+    the paper's Fig. 14); the weights ascend instead, with the KL guard, and settle at
+    w ∝ exp(L / mean L): the largest loss weighs most, every weight well above zero."""
     losses = torch.tensor([0.001, 1.0, 2.0, 1.0])
     weights = LossWeights(("alpha", "beta", "gamma", "delta"))
     optimiser = torch.optim.Adam(weights.parameters(), lr=0.1)
@@ -205,9 +206,16 @@ def test_learned_loss_weights_do_not_collapse():
         weights(losses).backward()
         optimiser.step()
     learned = torch.tensor(list(weights.values().values()))
-    expected = torch.softmax(-losses / losses.mean(), 0)
+    expected = torch.softmax(losses / losses.mean(), 0)
     assert torch.allclose(learned, expected, atol=1e-3)
+    assert learned.argmax() == 2 and learned.argmin() == 0
     assert learned.min() > 0.05 and learned.max() < 0.7
+    # The network's gradient is that of Σ w L at the current weights, and so is the reported value.
+    parameter = torch.tensor([0.001, 1.0, 2.0, 1.0], requires_grad=True)
+    total = weights(parameter)
+    total.backward()
+    assert torch.allclose(parameter.grad, learned, atol=1e-6)
+    assert math.isclose(float(total.detach()), float((learned * losses).sum()), rel_tol=1e-5)
     assert math.isclose(float(learned.sum()), 1.0, abs_tol=1e-5)
     # Without the guard the same optimisation collapses onto the smallest loss.
     logits = torch.zeros(4, requires_grad=True)

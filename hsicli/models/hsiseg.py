@@ -40,10 +40,13 @@ g = `grids` (12, 10, 8, 6, 4 in §4.3.3: "144 (12×12) → 100 (10×10) → …"
   the Dice loss of the finest DFS scale's soft probabilities Õ^0 at the training pixels (the
   thresholded mask has no gradient); with the auxiliary branch, MSE and SSIM (1 − SSIM) between the
   reconstruction and the auxiliary input (eq. 45). The weights α, β, γ, δ = softmax(θ) (eq. 46),
-  θ learnable. Minimising Σ w_i L_i alone drives all weight onto the smallest loss, so the
-  objective adds λ KL(w ‖ uniform) = λ (log n + Σ w_i log w_i), λ = the mean loss (detached): its
-  minimum over θ is w ∝ exp(−L_i / λ), interior and scale-free, so no weight collapses, and the
-  reported loss stays ≥ 0.
+  θ learnable. Minimising Σ w_i L_i over θ drives the weight onto the smallest loss (with a
+  KL(w ‖ uniform) guard, to w ∝ exp(−L_i / λ)): the auxiliary SSIM term, the smallest, would rank
+  first and the classification loss last, the reverse of the paper's Fig. 14 (α highest, then γ
+  and β, δ lowest). Its ranking is what weights that *ascend* the weighted loss reach: θ maximises
+  Σ w_i L_i − λ KL(w ‖ uniform) (λ = the mean loss, detached) while the network minimises Σ w_i L_i,
+  so w ∝ exp(L_i / λ): the loss furthest from solved gets the most weight, no weight collapses
+  (λ scales with the losses), and the reported loss is Σ w_i L_i.
 - CFI (eqs. 7-16): the high-resolution map E is max-pooled ("sharpening"), the low-resolution map
   D average-pooled ("smoothing"), both to the same n×n tokens, n = the grid of the lower
   resolution level; Q, K, V by point-wise convs d → 3d; A_e = softmax(Q_e K_dᵀ/√d), Ē = A_e V_e,
@@ -406,7 +409,7 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class LossWeights(nn.Module):
-    """Eqs. 45-46: Σ w_i L_i with w = softmax(θ), plus λ KL(w ‖ uniform) (λ = mean loss) against collapse."""
+    """Eqs. 45-46: Σ w_i L_i with w = softmax(θ); θ ascends Σ w_i L_i − λ KL(w ‖ uniform), λ = mean loss."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()
@@ -417,7 +420,11 @@ class LossWeights(nn.Module):
         log_weights = torch.log_softmax(self.logits, 0)
         weights = log_weights.exp()
         divergence = (weights * log_weights).sum() + math.log(len(self.names))
-        return (weights * losses).sum() + losses.detach().mean() * divergence
+        fixed = losses.detach()
+        # θ's objective enters with its gradient reversed and its value cancelled: the network
+        # descends Σ w L at the current weights, θ ascends Σ w L − λ KL.
+        adversary = (weights * fixed).sum() - fixed.mean() * divergence
+        return (weights.detach() * losses).sum() - adversary + adversary.detach()
 
     def values(self) -> dict[str, float]:
         weights = torch.softmax(self.logits.detach().float(), 0)
