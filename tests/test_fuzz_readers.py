@@ -483,18 +483,25 @@ def test_npz_of_random_variables(found):
           suppress_health_check=[HealthCheck.too_slow])
 @given(
     shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 5)),
-    dtype=st.sampled_from([np.int16, np.uint8, np.float32, np.float64]),
+    dtype=st.sampled_from([np.int16, np.uint8, np.float32, np.float64, np.int64, np.uint64]),
     specials=st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 1e300]), max_size=3),
     fill=st.sampled_from(["error", "zero", "mean"]),
     norm=st.sampled_from(["zscore", "minmax", "none"]),
     pca=st.sampled_from([None, 1, 2, 5]),
+    offset=st.sampled_from([0, 2**40, 2**62]),  # 64-bit integers only: above 2^24 float32 rounds them
+    step=st.sampled_from([1, 2**20]),
 )
-def test_prep_gives_an_error_or_a_finite_store(shape, dtype, specials, fill, norm, pca):
+def test_prep_gives_an_error_or_a_finite_store(shape, dtype, specials, fill, norm, pca, offset, step):
     from hsicli.data.prepare import PrepRequest, prepare_scene
     from hsicli.store.scene import SceneStore
 
     rng = np.random.default_rng(sum(shape))
     cube = rng.integers(0, 200, size=shape).astype(dtype)
+    if np.dtype(dtype).itemsize == 8 and np.dtype(dtype).kind in "iu":
+        cube = cube * dtype(step) + dtype(offset)
+    # A band whose distinct integers all round to one float32 value would be stored constant: refused.
+    flattened = any(np.unique(band).size > 1 and np.unique(band.astype(np.float32)).size == 1
+                    for band in cube.reshape(-1, shape[2]).T) if np.dtype(dtype).kind in "iu" else False
     if specials and dtype in (np.float32, np.float64):
         with np.errstate(over="ignore"):  # 1e300 becomes inf in float32: another non-finite value
             cube.flat[rng.integers(0, cube.size, len(specials))] = specials
@@ -502,7 +509,7 @@ def test_prep_gives_an_error_or_a_finite_store(shape, dtype, specials, fill, nor
     finite = bool(np.isfinite(as_float).all())
     # NaN and inf are --fill's business; finite values float32 cannot hold are refused whatever --fill says.
     beyond_float32 = bool((np.abs(as_float[np.isfinite(as_float)]) > np.finfo(np.float32).max).any())
-    refused = (pca is not None and pca > shape[2]) or (not finite and fill == "error") or beyond_float32
+    refused = (pca is not None and pca > shape[2]) or (not finite and fill == "error") or beyond_float32 or flattened
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "scene.npy"
         np.save(source, cube)
@@ -514,10 +521,13 @@ def test_prep_gives_an_error_or_a_finite_store(shape, dtype, specials, fill, nor
                 assert "\n" not in error.message and error.hint
                 assert refused, f"prep refused a valid request: {error.message}"
                 return
-        assert not refused, "prep accepted non-finite values with --fill error, or --pca beyond the bands"
+        assert not refused, "prep accepted non-finite values with --fill error, --pca beyond the bands, " \
+                            "values beyond float32 or a band float32 cannot tell apart"
         stored = SceneStore.open(result.path).cube()
     assert stored.shape == (*shape[:2], pca or shape[2])
     assert np.isfinite(stored).all()
+    if norm == "none" and pca is None and finite:  # stored as float32 rounds them, nothing else
+        np.testing.assert_array_equal(stored, cube.astype(np.float32))
 
 
 # -- huge declared shapes in a real process under a memory limit -----------------------------
