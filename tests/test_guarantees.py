@@ -163,6 +163,42 @@ GUARANTEES = (
         "tests/test_options.py::test_split_option_combinations_are_usage_errors",
         "tests/test_cli_pipe.py::test_ratio_outside_unit_interval",
     )),
+    Guarantee("issue 17", "no silent data loss: values float32 cannot hold are refused naming how many and "
+                          "where, or converted with the loss stated; unreadable ground truth is refused", (
+        "tests/test_prep.py::test_integers_float32_cannot_hold_are_refused_or_their_loss_stated",
+        "tests/test_prep.py::test_values_beyond_float32_are_refused_naming_them",
+        "tests/test_fuzz_readers.py::test_prep_gives_an_error_or_a_finite_store",
+        "tests/test_readers.py::test_ground_truth_that_is_no_numeric_array_is_refused",
+        "tests/test_fuzz_readers.py::test_npz_of_random_variables",
+        "tests/test_fuzz_readers.py::test_mat_v5_of_random_variables",
+    )),
+    Guarantee("issue 17", "no NaN passed along: non-finite weights are refused on load, a non-finite loss "
+                          "stops training with the resume state kept", (
+        "tests/test_integrity.py::test_non_finite_weights_are_refused_by_every_loader",
+        "tests/test_resume.py::test_a_non_finite_loss_stops_training_and_keeps_the_state",
+    )),
+    Guarantee("issue 17", "layer names are an allowlist, checked as flags (exit 2) and when read from disk", (
+        "tests/test_cli_pipe.py::test_layer_names_outside_the_allowlist_are_usage_errors",
+        "tests/test_store.py::test_layers_are_written_once",
+        "tests/test_store.py::test_a_layer_name_on_disk_outside_the_allowlist_is_refused",
+    )),
+    Guarantee("issue 17", "Ctrl-C exits 130 with one line saying what was interrupted and what was kept", (
+        "tests/test_cli_pipe.py::test_ctrl_c_says_what_was_interrupted_and_kept",
+        "tests/test_resume.py::test_sigkill_then_resume_equals_uninterrupted_run",
+    )),
+    Guarantee("issue 17", "temporaries left by a killed writer are listed by `hsi info` and removed by "
+                          "`--clean` only when their writer is gone", (
+        "tests/test_crash_safety.py::test_info_lists_and_cleans_what_killed_writers_left",
+    )),
+    Guarantee("issue 17", "no internal error for a damaged schema, a FIFO, an identical run racing, a "
+                          "MemoryError or a library that cannot be loaded", (
+        "tests/test_store.py::test_a_schema_that_is_no_whole_number_is_damage_not_a_newer_version",
+        "tests/test_integrity.py::test_prediction_from_a_newer_schema",
+        "tests/test_readers.py::test_a_fifo_is_refused_instead_of_read_for_ever",
+        "tests/test_engine.py::test_an_identical_prediction_published_meanwhile_is_a_no_op",
+        "tests/test_concurrency.py::test_two_identical_predictions_both_succeed",
+        "tests/test_cli_pipe.py::test_memory_and_library_failures_are_one_line_errors",
+    )),
 )
 
 
