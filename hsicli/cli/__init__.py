@@ -84,7 +84,7 @@ def main() -> None:
     except ImportError as exc:  # e.g. libtorch cannot be mapped under a low `ulimit -v`
         if debug_enabled():
             raise
-        print(f"Error: cannot load {exc.name or 'a library'}: {exc}", file=sys.stderr)
+        print(f"Error: a library could not be loaded: {exc}", file=sys.stderr)
         print("Hint: a memory limit (ulimit -v) too low to map it, or a broken installation: "
               "raise the limit or reinstall hsicli", file=sys.stderr)
         sys.exit(1)
