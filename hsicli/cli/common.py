@@ -17,13 +17,26 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.errors import HsiError, UsageError
 
-# Shared options, defined once (rio style).
-InputArg = Annotated[
-    Optional[str],
-    typer.Argument(help="Input path; omitted or '-' reads one path from stdin (pipes).", show_default=False),
-]
+
+
+def _input_arg(complete: completion.Completer) -> Any:
+    """The command's main input, which <TAB> completes with `complete`."""
+    return Annotated[
+        Optional[str],
+        typer.Argument(help="Input path; omitted or '-' reads one path from stdin (pipes).", show_default=False,
+                       autocompletion=complete),
+    ]
+
+
+# Shared options, defined once (rio style); inputs named by what they take.
+SceneFileArg = _input_arg(completion.scene_files)
+StoreArg = _input_arg(completion.stores)
+StoreOrLayerArg = _input_arg(completion.stores_or_layers)
+CheckpointArg = _input_arg(completion.checkpoints)
+ArtifactArg = _input_arg(completion.artifacts)
 OutOpt = Annotated[
     Optional[Path],
     typer.Option("--out", "-o", help="Output path (default: derived from the inputs).", show_default=False),

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path
 from hsicli.cli.options import layer_name_option
 
@@ -17,10 +18,12 @@ def evaluate(
     predictions: Annotated[
         Optional[list[str]],
         typer.Argument(help="Prediction stores, or metrics/summary files written by hsi evaluate; "
-                            "omitted or '-' reads one path from stdin."),
+                            "omitted or '-' reads one path from stdin.",
+                       autocompletion=completion.paths(".zarr", ".json")),
     ] = None,
     split: Annotated[
-        Optional[str], layer_name_option("--split", help="Split to evaluate on (default: the trained one).")
+        Optional[str], layer_name_option("--split", help="Split to evaluate on (default: the trained one).",
+                                         autocompletion=completion.split_names)
     ] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV.")] = None,
     latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the table as LaTeX (booktabs).")] = None,

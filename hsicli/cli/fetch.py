@@ -7,14 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt, Log, QuietOpt, emit
 from hsicli.cli.options import ranged_option
-
-
-def _complete_name(incomplete: str) -> list[str]:
-    from hsicli.data.datasets import list_datasets
-
-    return [info.name for info in list_datasets() if info.name.lower().startswith(incomplete.lower())]
 
 
 class _Display:
@@ -67,7 +62,7 @@ def _size(n: int) -> str:
 
 def fetch(
     name: Annotated[
-        str, typer.Argument(help="Scene name or alias (see `hsi datasets`).", autocompletion=_complete_name)
+        str, typer.Argument(help="Scene name or alias (see `hsi datasets`).", autocompletion=completion.dataset_names)
     ],
     dest: Annotated[
         Optional[Path],

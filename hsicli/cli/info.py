@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from hsicli.cli.common import InputArg, JsonOpt, read_input_path
+from hsicli.cli.common import ArtifactArg, JsonOpt, read_input_path
 
 
 def info(
-    path: InputArg = None,
+    path: ArtifactArg = None,
     json_out: JsonOpt = False,
     verify: Annotated[bool, typer.Option("--verify", help="Recompute a scene store's content fingerprint.")] = False,
     clean: Annotated[

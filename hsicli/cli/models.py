@@ -8,12 +8,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt
 from hsicli.cli.options import ranged_option
 
 
 def models(
-    name: Annotated[Optional[list[str]], typer.Argument(help="Show these models in detail (default: list all).")] = None,
+    name: Annotated[Optional[list[str]], typer.Argument(help="Show these models in detail (default: list all).",
+                                                                   autocompletion=completion.model_names)] = None,
     bands: Annotated[int, ranged_option("--bands", ge=1, help="Input bands for the figures.")] = 30,
     classes: Annotated[int, ranged_option("--classes", ge=2, help="Classes for the figures.")] = 16,
     patch: Annotated[

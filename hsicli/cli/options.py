@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -93,6 +94,6 @@ def check_layer_name(ctx: typer.Context, param: typer.CallbackParam, value: str 
     raise UsageError(f"{max(param.opts, key=len)} {ascii(value)} cannot name a layer: {problem}", hint=f"use {RULE}")
 
 
-def layer_name_option(*names: str, help: str) -> Any:
+def layer_name_option(*names: str, help: str, autocompletion: Callable[..., list[str]] | None = None) -> Any:
     """`typer.Option(*names, ...)` of a split or label layer name, checked while the command line is parsed."""
-    return typer.Option(*names, help=help, callback=check_layer_name)
+    return typer.Option(*names, help=help, callback=check_layer_name, autocompletion=autocompletion)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
 from hsicli.cli.options import SEED_MAX, layer_name_option, ranged_option
 from hsicli.plot import KINDS
@@ -26,7 +27,8 @@ def plot(
     kind: Annotated[Kind, typer.Argument(help="What to draw (see the list above).", show_default=False)],
     inputs: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Stores, checkpoints or metrics JSON; omitted or '-' reads one path from stdin."),
+        typer.Argument(help="Stores, checkpoints or metrics JSON; omitted or '-' reads one path from stdin.",
+                       autocompletion=completion.artifacts),
     ] = None,
     out: OutOpt = None,
     fmt: Annotated[
@@ -47,7 +49,8 @@ def plot(
     raw: Annotated[
         bool, typer.Option("--raw", help="Maps: one image pixel per scene pixel, no axes (PNG).")
     ] = False,
-    split: Annotated[Optional[str], layer_name_option("--split", help="Split to draw or evaluate on.")] = None,
+    split: Annotated[Optional[str], layer_name_option("--split", help="Split to draw or evaluate on.",
+                                                                      autocompletion=completion.split_names)] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="sweep: recorded parameter on the x axis.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map.")] = "oa",
     points: Annotated[int, ranged_option("--points", ge=2, help="tsne: at most this many pixels.")] = 5000,

@@ -7,16 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import (
-    InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
+    CheckpointArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
 )
 from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt, ranged_option
 
 
 def predict(
-    checkpoint: InputArg = None,
+    checkpoint: CheckpointArg = None,
     store: Annotated[
-        Optional[Path], typer.Option("--store", help="Scene store to predict (default: the training store).")
+        Optional[Path], typer.Option("--store", help="Scene store to predict (default: the training store).",
+                                     autocompletion=completion.stores)
     ] = None,
     batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Inference batch size (default: the model's).")] = None,
     embeddings: Annotated[

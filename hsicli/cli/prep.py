@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import (
-    InputArg,
     JsonOpt,
     Log,
     OutOpt,
     OverwriteOpt,
     QuietOpt,
+    SceneFileArg,
     command_line,
     emit,
     read_input_path,
@@ -40,8 +41,9 @@ class Fill(str, Enum):
 
 
 def prep(
-    input: InputArg = None,
-    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground truth in a separate file.")] = None,
+    input: SceneFileArg = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground truth in a separate file.",
+                                                        autocompletion=completion.scene_files)] = None,
     var: Annotated[Optional[str], typer.Option("--var", help="Name of the cube array in the file.")] = None,
     gt_var: Annotated[Optional[str], typer.Option("--gt-var", help="Name of the ground-truth array.")] = None,
     layout: Annotated[
@@ -59,10 +61,12 @@ def prep(
     pca: Annotated[Optional[int], ranged_option("--pca", ge=1, help="Reduce to N principal components.")] = None,
     whiten: Annotated[bool, typer.Option("--whiten", help="Whiten the PCA components (HSIseg).")] = False,
     aux: Annotated[
-        Optional[list[Path]], typer.Option("--aux", help="Auxiliary raster (LiDAR, SAR, MSI), same height and width; repeatable.")
+        Optional[list[Path]], typer.Option("--aux", help="Auxiliary raster (LiDAR, SAR, MSI), same height and width; repeatable.",
+                                         autocompletion=completion.scene_files)
     ] = None,
     like: Annotated[
-        Optional[Path], typer.Option("--like", help="Apply the preprocessing fitted for this scene store unchanged.")
+        Optional[Path], typer.Option("--like", help="Apply the preprocessing fitted for this scene store unchanged.",
+                                     autocompletion=completion.stores)
     ] = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,

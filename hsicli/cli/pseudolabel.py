@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, StoreArg, command_line, emit, read_input_path
 from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 
 
 def pseudolabel(
-    prediction: InputArg = None,
+    prediction: StoreArg = None,
     tau: Annotated[
         float, ranged_option("--tau", ge=0.0, le=1.0, help="τ2 of round 1: T = max(τ2, μ + σ of the probability map).")
     ] = 0.7,

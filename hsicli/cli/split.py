@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from hsicli.cli.common import InputArg, JsonOpt, Log, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli import completion
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, StoreArg, command_line, emit, read_input_path
 from hsicli.cli.options import SeedOpt, layer_name_option, ranged_option
 
 
 def split(
-    store: InputArg = None,
+    store: StoreArg = None,
     ratio: Annotated[
         Optional[float], ranged_option("--ratio", gt=0.0, lt=1.0, help="Training fraction per class.")
     ] = None,
@@ -45,7 +46,8 @@ def split(
     ] = True,
     block: Annotated[Optional[int], ranged_option("--block", ge=1, help="Block size in pixels for --spatial.")] = None,
     from_maps: Annotated[
-        Optional[Path], typer.Option("--from-maps", help="Import predefined train/test maps (e.g. Houston 2013).")
+        Optional[Path], typer.Option("--from-maps", help="Import predefined train/test maps (e.g. Houston 2013).",
+                                     autocompletion=completion.scene_files)
     ] = None,
     train_var: Annotated[Optional[str], typer.Option("--train-var", help="Train map variable in --from-maps.")] = None,
     test_var: Annotated[Optional[str], typer.Option("--test-var", help="Test map variable in --from-maps.")] = None,

@@ -7,21 +7,25 @@ from typing import Annotated, Optional
 
 import typer
 
+from hsicli.cli import completion
 from hsicli.cli.common import (
-    InputArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
+    JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, command_line, emit, read_input_path,
 )
 from hsicli.cli.options import AmpOpt, DeviceOpt, SeedOpt, ThreadsOpt, layer_name_option, ranged_option
 from hsicli.errors import UsageError
 
 
 def train(
-    store: InputArg = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model (see `hsi models`).")] = "svm",
+    store: StoreOrLayerArg = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model (see `hsi models`).",
+                                                 autocompletion=completion.model_names)] = "svm",
     model_args: Annotated[
         Optional[str], typer.Option("--model-args", help='Architecture arguments as JSON, e.g. \'{"layers": 1}\'.')
     ] = None,
-    split: Annotated[Optional[str], layer_name_option("--split", help="Split layer (default: the piped or only one).")] = None,
-    labels: Annotated[Optional[str], layer_name_option("--labels", help="Pseudo-label layer to train on.")] = None,
+    split: Annotated[Optional[str], layer_name_option("--split", help="Split layer (default: the piped or only one).",
+                                                                      autocompletion=completion.split_names)] = None,
+    labels: Annotated[Optional[str], layer_name_option("--labels", help="Pseudo-label layer to train on.",
+                                                                       autocompletion=completion.label_layer_names)] = None,
     epochs: Annotated[Optional[int], ranged_option("--epochs", ge=1, help="Epochs (default: the paper's).")] = None,
     batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Batch size (default: the paper's).")] = None,
     lr: Annotated[Optional[float], ranged_option("--lr", gt=0.0, help="Learning rate (default: the paper's).")] = None,
@@ -52,8 +56,10 @@ def train(
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'none' or 'balanced' (inverse class frequency).")
     ] = "none",
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint's weights.")] = None,
-    log_file: Annotated[Optional[Path], typer.Option("--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint's weights.",
+                                                                 autocompletion=completion.checkpoints)] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).",
+                                                                        autocompletion=completion.json_lines_files)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,

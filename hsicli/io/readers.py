@@ -581,15 +581,19 @@ def _head(path: Path) -> bytes:
     return head
 
 
+# The files `hsi prep` reads, by suffix (shell completion offers these).
+SCENE_FORMATS = {
+    ".mat": "a MATLAB MAT-file",
+    ".npy": "a NumPy .npy file",
+    ".npz": "a NumPy .npz archive",
+    ".hdr": "an ENVI header",
+    ".tif": "a GeoTIFF",
+    ".tiff": "a GeoTIFF",
+}
+
+
 def _expected(suffix: str) -> str:
-    expected = {
-        ".mat": "a MATLAB MAT-file",
-        ".npy": "a NumPy .npy file",
-        ".npz": "a NumPy .npz archive",
-        ".hdr": "an ENVI header",
-        ".tif": "a GeoTIFF",
-        ".tiff": "a GeoTIFF",
-    }.get(suffix)
+    expected = SCENE_FORMATS.get(suffix)
     return f"expected {expected}" if expected else "unrecognised format"
 
 

@@ -29,12 +29,11 @@ import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
 from hsicli.store.atomic import atomic_path, write_lock
-from hsicli.store.names import RULE, name_problem
+from hsicli.store.names import LAYER_KINDS, RULE, layer_entries, name_problem, split_layer_path  # noqa: F401
 from hsicli.store.provenance import arrays_fingerprint, check_schema, now
 
 SCHEMA = 1
 TILE = 64
-LAYER_KINDS = ("splits", "labels")
 
 
 def _create_array(group_or_path, name: str | None, data: np.ndarray, chunks, attributes=None):
@@ -79,14 +78,6 @@ def _open_group(path: Path, expected_kind: str):
             hint="check the order of the commands in the pipe",
         )
     return group, attrs
-
-
-def split_layer_path(path: Path) -> tuple[Path, str | None, str | None]:
-    """`X.zarr/splits/NAME` -> (X.zarr, "splits", NAME); a plain store path -> (path, None, None)."""
-    path = Path(path)
-    if path.parent.name in LAYER_KINDS and path.parent.parent.suffix == ".zarr":
-        return path.parent.parent, path.parent.name, path.name
-    return path, None, None
 
 
 @dataclass
@@ -248,13 +239,7 @@ class SceneStore:
 
     def layer_names(self, kind: str) -> list[str]:
         folder = self.path / kind
-        if not folder.is_dir():
-            return []
-        names = [
-            entry.name
-            for entry in folder.iterdir()
-            if not entry.name.startswith(".") and (entry / "zarr.json").is_file()
-        ]
+        names = layer_entries(self.path, kind)
         for name in names:  # written by something else than hsi: never printed or used as it is
             problem = name_problem(name)
             if problem:
