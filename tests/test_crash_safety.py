@@ -173,6 +173,7 @@ def trial(runner, cli, base, scenario: Scenario, reference: Reference, folder: P
         described = cli("info", "--json", leftover)
         assert described.exit_code == 0, described.stderr
         assert json.loads(described.stdout)["kind"] == "incomplete", (leftover, described.stdout)
+        assert json.loads(described.stdout)["writer"] == "gone", (leftover, described.stdout)  # --clean may remove it
     if "/" in scenario.output:  # a layer: its store still opens, without the unfinished layer
         store = scenario.output.split("/")[0]
         described = cli("info", "--json", folder / store)
