@@ -352,10 +352,17 @@ def test_map_figure_draws_the_class_colours_and_legend(toy):
     pred = PredictionStore.open(toy["preds"][1])
     with style():
         fig = map_figure([pred.path], PlotOptions(with_gt=True, zoom=[(1, 1, 6, 6)]))
-    map_ax = [ax for ax in fig.axes if ax.get_title() == "toyA"][0]
+    # The prediction was evaluated: its OA, from the metrics file beside it, under the model's name.
+    oa = json.loads(pred.path.with_name(pred.path.name.replace(".pred.zarr", ".metrics.json")).read_text())["oa"]
+    map_ax = [ax for ax in fig.axes if ax.get_title() == f"toyA\nOA {100 * oa:.2f}%"][0]
     palette = np.vstack([[0, 0, 0], hex_rgb(COLORS)])
     np.testing.assert_array_equal(map_ax.images[0].get_array(), palette[pred.classes()])
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == NAMES
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [*NAMES, "unlabelled"]  # the ground truth's black
+    assert legend.get_patches()[-1].get_facecolor()[:3] == (0.0, 0.0, 0.0)
+    with style():
+        alone = map_figure([pred.path], PlotOptions())  # every pixel predicted: nothing unlabelled shown
+    assert [t.get_text() for t in alone.legends[0].get_texts()] == NAMES
     assert len(map_ax.child_axes) == 1  # the zoom inset
 
 
@@ -373,7 +380,7 @@ def test_map_legend_marks_the_classes_the_split_dropped(toy, tmp_path):
                            embeddings=False, evaluated=False, split="min")
     with style():
         fig = map_figure([pred], PlotOptions(with_gt=True))
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == [*NAMES[:3], f"{NAMES[3]} (dropped)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [*NAMES[:3], f"{NAMES[3]} (dropped)", "unlabelled"]
 
 
 @pytest.mark.parametrize("artifacts", ["toy", "salinas"])  # a tall scene and a square one
@@ -445,7 +452,8 @@ def test_pr_curve_area_is_the_average_precision():
     assert area == pytest.approx(average_precision_score(positive, scores))
 
 
-def test_compare_bars_are_mean_oa_aa_kappa_per_model(toy):
+def test_compare_bars_are_mean_oa_aa_kappa_per_setup(toy):
+    """Runs group as in `hsi evaluate`: toyA at patch 5 and at patch 7 are two setups, never averaged."""
     from hsicli.plot.common import style
     from hsicli.plot.metrics_figs import compare_figure
 
@@ -455,13 +463,18 @@ def test_compare_bars_are_mean_oa_aa_kappa_per_model(toy):
     heights = [patch.get_height() for patch in bars.patches]
     records = [json.loads(p.read_text()) for p in toy["metrics"]]
     expected = []
-    for model in ("toyA", "toyB"):
-        runs = [r for r in records if r["model"] == model]
-        expected += [100 * np.mean([r[k] for r in runs]) for k in ("oa", "aa", "kappa")]
+    for group in (records[:2], records[2:4], records[4:]):  # toyA patch 5, toyA patch 7, toyB
+        expected += [100 * np.mean([r[k] for r in group]) for k in ("oa", "aa", "kappa")]
     np.testing.assert_allclose(heights, expected)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["toyA (patch=5) (n=2)", "toyA (patch=7) (n=2)",
+                                                                  "toyB (n=1)"]
+    assert bars.get_ylim()[1] == 100  # accuracy ends at 100 %
+    values = [t.get_text() for t in bars.texts]
+    assert all("±" in v for v in values[:6]) and not any("±" in v for v in values[6:])  # toyB: one run
     # Accuracy against parameters: toyA has 100 weights, toyB 1000.
     points = [tuple(container.lines[0].get_xydata()[0]) for container in size_ax.containers]
-    assert points == [(100, pytest.approx(expected[0])), (1000, pytest.approx(expected[3]))]
+    assert points == [(100, pytest.approx(expected[0])), (100, pytest.approx(expected[3])),
+                      (1000, pytest.approx(expected[6]))]
 
 
 def test_sweep_lines_are_means_over_seeds_per_patch(toy):
@@ -470,8 +483,9 @@ def test_sweep_lines_are_means_over_seeds_per_patch(toy):
 
     with style():
         fig = sweep_figure(toy["preds"], PlotOptions(x="training.hyper.patch", metric="aa"))
-    line = fig.axes[0].lines[0]  # toyA: patches 5 and 7, two seeds each
+    line = fig.axes[0].lines[0]  # toyA: patches 5 and 7, two seeds each; the swept patch is no setup of its own
     records = [json.loads(p.read_text()) for p in toy["metrics"][:4]]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["toyA", "toyB"]
     assert list(line.get_xdata()) == [5, 7]
     np.testing.assert_allclose(line.get_ydata(), [100 * np.mean([r["aa"] for r in records[:2]]),
                                                   100 * np.mean([r["aa"] for r in records[2:]])])
@@ -498,6 +512,7 @@ def test_curves_lines_follow_the_history(toy):
         weights = loss_weights_figure(toy["ckpt"][-1:], PlotOptions())
     loss_ax, acc_ax = fig.axes[:2]
     np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), [1.5 / e for e in range(1, 5)])
+    assert loss_ax.get_title() == "Training loss"  # these histories record no validation loss
     np.testing.assert_allclose(acc_ax.lines[1].get_ydata(), [100 * (0.45 + 0.1 * e) for e in range(1, 5)])
     alpha = weights.axes[0].lines[0]
     np.testing.assert_allclose(alpha.get_ydata(), [1.0 / e for e in range(1, 5)])
@@ -561,6 +576,8 @@ def test_missing_inputs_are_one_line_errors_with_hints(toy, tmp_path):
     plot_error("curves", toy["ckpt"][0], "--raw", error=UsageError)
     plot_error("map", toy["preds"][0], "--zoom", "0,0,99,99", error=UsageError)
     plot_error("gt", toy["store"], "--out", tmp_path / "x.svg", "--format", "png", error=UsageError)
+    assert ".bmp" in plot_error("gt", toy["store"], "--out", tmp_path / "x.bmp", error=UsageError).message
+    assert not (tmp_path / "x.bmp").exists()
     plot_error("compare", toy["ckpt"][0], error=InputError)
     plot_error("gt", toy["store"], "--out", tmp_path, "--overwrite", error=UsageError)
     assert tmp_path.is_dir()
@@ -695,3 +712,10 @@ def test_geotiff_needs_georeferencing(tmp_path):
         error = plot_error(kind, source, "--format", "tif", error=StoreError)
         assert "georeferencing" in error.message and str(store.path) in error.message and "PNG" in error.hint
     assert not list(tmp_path.glob("*.tif"))
+
+
+def test_output_format_follows_the_suffix(toy, tmp_path):
+    magic = {"jpeg": b"\xff\xd8\xff", "jpg": b"\xff\xd8\xff", "eps": b"%!PS", "webp": b"RIFF", "pdf": b"%PDF"}
+    for suffix, start in magic.items():
+        out = plot_ok("gt", toy["store"], "--out", tmp_path / f"gt.{suffix}", "--dpi", 30)
+        assert out.read_bytes().startswith(start), suffix

@@ -11,16 +11,12 @@ import typer
 from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
 from hsicli.cli.options import SEED_MAX, layer_name_option, ranged_option
-from hsicli.plot import KINDS
+from hsicli.plot import FORMATS, KINDS
 
 Kind = Enum("Kind", {name.replace("-", "_"): name for name in KINDS}, type=str)
 
 
-class Format(str, Enum):
-    png = "png"
-    svg = "svg"
-    pdf = "pdf"
-    tif = "tif"
+Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 
 
 def plot(
@@ -58,7 +54,7 @@ def plot(
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Draw a figure headless (PNG, SVG, PDF) or export a map (GeoTIFF); prints the figure's path.
+    """Draw a figure headless (PNG, SVG, PDF, EPS, JPEG, WebP) or export a map (GeoTIFF); prints its path.
 
     \b
     map           classification map of a prediction (--masked, --with-gt, --zoom)

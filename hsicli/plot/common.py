@@ -24,13 +24,12 @@ from matplotlib.figure import Figure
 
 from hsicli import __version__
 from hsicli.errors import InputError, StoreError, UsageError
+from hsicli.plot import FORMAT_SUFFIXES, FORMATS
 from hsicli.store.atomic import atomic_path
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
 
-FORMATS = ("png", "svg", "pdf", "tif")
-_SUFFIXES = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".tif": "tif", ".tiff": "tif"}
 
 STYLE = {
     "font.size": 8,
@@ -110,8 +109,13 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
 
 
 def resolve_format(options: PlotOptions) -> str:
-    """--format, else the suffix of --out, else PNG; the two must agree when both are given."""
-    from_suffix = _SUFFIXES.get(Path(options.out).suffix.lower()) if options.out else None
+    """--format, else the suffix of --out, else PNG; the two must agree when both are given, and a
+    suffix names a format hsi writes (`-o map.bmp` is refused rather than filled with PNG bytes)."""
+    suffix = Path(options.out).suffix.lower() if options.out else ""
+    from_suffix = FORMAT_SUFFIXES.get(suffix)
+    if suffix and from_suffix is None:
+        raise UsageError(f"--out {options.out}: hsi plot does not write {suffix} files",
+                         hint=f"use one of {', '.join(FORMAT_SUFFIXES)}")
     fmt = options.format or from_suffix or "png"
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
@@ -221,6 +225,17 @@ def figure_legend(fig: Figure, handles: Sequence, labels: Sequence[str]) -> None
     """A legend below the panels, as many columns as the figure's width holds (see `legend_height`)."""
     columns, _ = legend_layout(labels, fig.get_figwidth())
     fig.legend(handles, labels, loc="outside lower center", ncols=columns, handlelength=1.5, columnspacing=1.0)
+
+
+def class_legend(names: Sequence[str], colors: Sequence[str], palette: np.ndarray,
+                 codes: Sequence[np.ndarray]) -> tuple[list[str], list[str]]:
+    """(labels, colours) of a class map's legend: the classes, and "unlabelled" in the background
+    colour when a panel drawn from `codes` shows code-0 pixels."""
+    labels, swatches = list(names), list(colors)
+    if any((values == 0).any() for values in codes):
+        labels.append("unlabelled")
+        swatches.append("#{:02x}{:02x}{:02x}".format(*palette[0]))
+    return labels, swatches
 
 
 def add_legend(fig: Figure, labels: Sequence[str], colors: Sequence[str]) -> None:
@@ -367,7 +382,8 @@ def save_figure(fig: Figure, out: Path, fmt: str, options: PlotOptions, provenan
         "png": {"Software": creator, "Description": provenance_json},
         "svg": {"Creator": creator, "Description": provenance_json, "Date": None},
         "pdf": {"Creator": creator, "Subject": provenance_json, "CreationDate": None},
-    }[fmt]
+        "eps": {"Creator": creator},
+    }.get(fmt)  # matplotlib keeps no metadata in jpg and webp
     with atomic_path(out, options.overwrite) as tmp:
         fig.savefig(tmp, format=fmt, dpi=options.dpi, metadata=metadata)
     return out

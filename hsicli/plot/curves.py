@@ -78,7 +78,9 @@ def curves_figure(inputs: list[Path], options: PlotOptions) -> Figure:
         if hit.size and np.isfinite(val[hit[0]]):
             acc_ax.plot(epochs[hit[0]], val[hit[0]], "*", color=color, markersize=8, markeredgecolor="black",
                         markeredgewidth=0.4)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    # Histories record validation loss only where training computed it; say which loss is drawn.
+    has_val_loss = any(entry.get("val_loss") is not None for _, history in runs for entry in history)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss" if has_val_loss else "Training loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from hsicli.data.splits import TEST, TRAIN, VAL, dropped_classes
 from hsicli.errors import StoreError, UsageError
 from hsicli.plot.common import (
-    PlotOptions, Raster, add_legend, class_palette, colorize, hex_to_rgb, legend_height, map_panel_size,
+    PlotOptions, Raster, add_legend, class_legend, class_palette, colorize, hex_to_rgb, legend_height, map_panel_size,
     new_figure, open_prediction, open_scene, show_image,
 )
 from hsicli.store.prediction import PredictionStore
@@ -130,21 +130,24 @@ def _scene_panels(kind: str, inputs: list[Path], options: PlotOptions) -> Figure
     """The main panel of `kind`, after the RGB preview (--with-rgb) and ground truth (--with-gt)."""
     source = Source.for_kind(kind, single(inputs, kind, "use `hsi plot grid` to set several maps side by side"))
     panels = []  # (image, title, imshow keyword arguments)
+    codes = []  # the class maps drawn, for the legend's "unlabelled" entry
     if options.with_rgb or kind == "rgb":
         panels.append((source.store.rgb(), "RGB preview", {}))
     if options.with_gt or kind == "gt":
+        codes.append(source.gt)
         panels.append((colorize(source.gt, source.palette, source.store.path), "Ground truth", {}))
     if kind == "map":
-        title = source.attrs.get("model") or "Prediction"
-        panels.append((colorize(source.classes(options.masked), source.palette, source.path), title, {}))
+        codes.append(source.classes(options.masked))
+        panels.append((colorize(codes[-1], source.palette, source.path), _map_title(source.prediction), {}))
     elif kind == "uncertainty":
         scale = {"cmap": ENTROPY_CMAP, "vmin": 0.0, "vmax": math.log(max(len(source.names), 2))}
         panels.append((source.entropy(options.masked), "Uncertainty (entropy)", scale))
     with_legend = kind in ("map", "gt") or options.with_gt
+    legend = class_legend(source.names, source.colors, source.palette, codes)
     width, height = map_panel_size(source.shape, len(panels), title_lines=_lines(t for _, t, _ in panels))
     width += 0.7 if kind == "uncertainty" else 0.0  # the colour bar
     if with_legend:
-        height += legend_height(source.names, width)
+        height += legend_height(legend[0], width)
     fig = new_figure(options, (width, height), layout=MAP_LAYOUT)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (image, title, kwargs) in zip(axes, panels):
@@ -152,7 +155,7 @@ def _scene_panels(kind: str, inputs: list[Path], options: PlotOptions) -> Figure
     if kind == "uncertainty":
         fig.colorbar(handle, ax=axes[-1], shrink=0.85, label="entropy (nats)")
     if with_legend:
-        add_legend(fig, source.names, source.colors)
+        add_legend(fig, *legend)
     return fig
 
 
@@ -250,16 +253,18 @@ def split_raster(inputs: list[Path], options: PlotOptions) -> Raster:
 # -- pseudo-label strip and method grid -------------------------------------------------------------
 
 
-def _grid(options: PlotOptions, shape: tuple[int, int], panels: list[tuple[np.ndarray, str]],
-          names: list[str], colors: list[str], columns: int) -> Figure:
+def _grid(options: PlotOptions, shape: tuple[int, int], panels: list[tuple[np.ndarray, str, Path]],
+          names: list[str], colors: list[str], palette: np.ndarray, columns: int) -> Figure:
+    """Class maps, given as (codes, title, where they come from), in a grid above one legend."""
     columns = min(columns, len(panels))
-    width, height = map_panel_size(shape, len(panels), columns, title_lines=_lines(t for _, t in panels))
+    names, colors = class_legend(names, colors, palette, [codes for codes, _, _ in panels])
+    width, height = map_panel_size(shape, len(panels), columns, title_lines=_lines(t for _, t, _ in panels))
     height += legend_height(names, width)
     fig = new_figure(options, (width, height), layout=MAP_LAYOUT)
     rows = math.ceil(len(panels) / columns)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (image, title) in zip(axes, panels):
-        show_image(ax, image, title, options.zoom)
+    for ax, (codes, title, source) in zip(axes, panels):
+        show_image(ax, colorize(codes, palette, source), title, options.zoom)
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     add_legend(fig, names, colors)
@@ -283,17 +288,15 @@ def pseudo_figure(inputs: list[Path], options: PlotOptions) -> Figure:
         raise StoreError(f"{store.path} has no pseudo-label layers (labels/*)",
                          hint="make them with `hsi pseudolabel PREDICTION`")
     palette = class_palette(store.class_colors)
-    panels = [(colorize(store.gt(), palette, store.path), "Ground truth")] if options.with_gt else []
+    panels = [(store.gt(), "Ground truth", store.path)] if options.with_gt else []
     for name in dict.fromkeys(layers):  # in order, each once
         data = store.read_layer("labels", name).data
-        panels.append((colorize(data, palette, store.path), f"{name}\n{int((data > 0).sum()):,} px"))
-    return _grid(options, store.shape[:2], panels, store.class_names, store.class_colors, columns=5)
+        panels.append((data, f"{name}\n{int((data > 0).sum()):,} px", store.path))
+    return _grid(options, store.shape[:2], panels, store.class_names, store.class_colors, palette, columns=5)
 
 
 def grid_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     """Ground truth, then each prediction's map: the papers' method-comparison figures."""
-    from hsicli.engine.evaluate import metrics_path
-
     predictions = [open_prediction(Path(p), "grid") for p in inputs]
     first = predictions[0]
     scene = first.attrs.get("scene_store", {}).get("fingerprint")
@@ -305,15 +308,20 @@ def grid_figure(inputs: list[Path], options: PlotOptions) -> Figure:
             raise UsageError(f"{other.path} has other classes than {first.path}",
                              hint="set side by side only predictions with the same classes")
     source = Source(first, None)
-    panels = [(colorize(source.gt, source.palette, source.store.path), "Ground truth")]
+    panels = [(source.gt, "Ground truth", source.store.path)]
     for prediction in predictions:
-        title = prediction.attrs.get("model") or prediction.path.name
-        oa = _recorded_oa(metrics_path(prediction.path), prediction.path)
-        if oa is not None:
-            title += f"\nOA {100 * oa:.2f}%"
-        classes = Source(prediction, source.store).classes(options.masked)
-        panels.append((colorize(classes, source.palette, prediction.path), title))
-    return _grid(options, source.shape, panels, source.names, source.colors, columns=4)
+        panels.append((Source(prediction, source.store).classes(options.masked), _map_title(prediction),
+                       prediction.path))
+    return _grid(options, source.shape, panels, source.names, source.colors, source.palette, columns=4)
+
+
+def _map_title(prediction: PredictionStore) -> str:
+    """The model's name, and its OA when `hsi evaluate` has recorded one beside the prediction."""
+    from hsicli.engine.evaluate import metrics_path
+
+    title = prediction.attrs.get("model") or prediction.path.name
+    oa = _recorded_oa(metrics_path(prediction.path), prediction.path)
+    return title if oa is None else f"{title}\nOA {100 * oa:.2f}%"
 
 
 def _recorded_oa(metrics_file: Path, prediction: Path) -> float | None:

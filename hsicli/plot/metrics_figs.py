@@ -8,10 +8,14 @@ summary JSON of several runs stands for the runs it lists.
   diagonal); several runs are pooled.
 - `pr`: one-vs-rest precision-recall curve per class on test pixels (CLAReSNet Fig. 3), with the
   class's average precision from `hsicli.engine.metrics`.
-- `compare`: OA, AA and κ, mean ± sample std over the runs of each model (Lite-C2ANet Table 7 as
+- `compare`: OA, AA and κ, mean ± sample std over the runs of each setup (Lite-C2ANet Table 7 as
   a picture), and OA against parameter count when the runs' checkpoints are at hand.
-- `sweep --x KEY`: a metric against any recorded parameter, mean ± std bands per model
+- `sweep --x KEY`: a metric against any recorded parameter, mean ± std bands per setup
   (Lite-C2ANet Figs. 3, 4, 8; HSIseg Figs. 15, 16).
+
+Runs are grouped as `hsi evaluate` groups them (`group_runs`): by model, arguments, training
+settings, scene and split protocol, so runs of different setups are never averaged; a sweep
+leaves its own KEY out of the setup, as that is what it varies.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from hsicli.engine.evaluate import evaluate_prediction, test_pixels
+from hsicli.engine.evaluate import evaluate_prediction, group_runs, read_metrics_file, test_pixels
 from hsicli.engine.metrics import classification_metrics, summarize_runs
 from hsicli.errors import HsiError, InputError, StoreError, UsageError
 from hsicli.plot.common import (
@@ -150,11 +154,8 @@ def _run_from_json(path: Path, split: str | None) -> list[Run]:
     if isinstance(data, dict) and isinstance(data.get("predictions"), list) and "runs" in data:
         # A summary of several runs: stand for each run it lists.
         return [_run_of_prediction(Path(p), split) for p in data["predictions"]]
-    if not (isinstance(data, dict) and "oa" in data and "per_class" in data):
-        raise InputError(f"{path} is JSON but not a metrics record of `hsi evaluate` (no 'oa' and 'per_class')",
-                         hint="give the metrics file `hsi evaluate` printed")
-    prediction = data.get("prediction")
-    return [Run(data, Path(path), Path(prediction) if prediction else None)]
+    return [Run(run, Path(path), Path(run["prediction"]) if run.get("prediction") else None)
+            for run in read_metrics_file(path)]
 
 
 def _run_of_prediction(path: Path, split: str | None) -> Run:
@@ -181,11 +182,31 @@ def load_runs(inputs: list[Path], kind: str, split: str | None) -> list[Run]:
     return runs
 
 
-def _grouped(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.model, []).append(run)
-    return groups
+# Namespaces `Run.lookup` accepts before a key, and where the setup keeps what they hold.
+_SETUP_NAMESPACES = {"checkpoint": "", "split": "protocol.", "prediction": "", "metrics": ""}
+
+
+def _without(value: Any, keys: set[str], prefix: str = "") -> Any:
+    """`value` (nested objects) without the leaves at, or ending in, one of the dotted `keys`."""
+    if not isinstance(value, dict):
+        return value
+    kept = {}
+    for name, item in value.items():
+        key = f"{prefix}{name}"
+        if not any(key == k or key.endswith("." + k) for k in keys):
+            kept[name] = _without(item, keys, key + ".")
+    return kept
+
+
+def _grouped(runs: list[Run], varied: str | None = None) -> dict[str, list[Run]]:
+    """Runs by setup, labelled as `hsi evaluate` labels its columns; `varied` (a sweep's KEY) is
+    left out of the setups."""
+    keys = set()
+    if varied:
+        space, _, rest = varied.partition(".")
+        keys = {varied, _SETUP_NAMESPACES[space] + rest} if space in _SETUP_NAMESPACES and rest else {varied}
+    records = [{"setup": _without(run.metrics["setup"], keys), "index": index} for index, run in enumerate(runs)]
+    return {group.label: [runs[record["index"]] for record in group.runs] for group in group_runs(records)}
 
 
 def _check_metric(metric: str) -> tuple[str, float]:
@@ -300,41 +321,43 @@ def _parameters(runs: list[Run]) -> int | None:
 
 
 def compare_figure(inputs: list[Path], options: PlotOptions) -> Figure:
-    """OA / AA / κ bars (mean ± std per model), and OA against parameters when checkpoints are known."""
+    """OA / AA / κ bars (mean ± std per setup), and OA against parameters when checkpoints are known."""
     groups = _grouped(load_runs(inputs, "compare", options.split))
-    summaries = {model: summarize_runs([run.metrics for run in runs]) for model, runs in groups.items()}
-    params = {model: _parameters(runs) for model, runs in groups.items()}
-    known = {model: count for model, count in params.items() if count}
+    summaries = {label: summarize_runs([run.metrics for run in runs]) for label, runs in groups.items()}
+    params = {label: _parameters(runs) for label, runs in groups.items()}
+    known = {label: count for label, count in params.items() if count}
     keys = ("oa", "aa", "kappa")
-    labels = [f"{model} (n={len(groups[model])})" for model in groups]
+    labels = [f"{label} (n={len(groups[label])})" for label in groups]
     width = 7.0 if known else 4.8
     fig = new_figure(options, (width, 3.0 + legend_height(labels, width)))
     axes = fig.subplots(1, 2 if known else 1, squeeze=False)[0]
     bar_ax = axes[0]
     step = 0.8 / len(groups)
     lowest = 100.0
-    for index, (model, summary) in enumerate(summaries.items()):
+    for index, (label, summary) in enumerate(summaries.items()):
         means = np.array([100 * summary[k]["mean"] for k in keys])
         stds = np.array([100 * summary[k]["std"] for k in keys])
         lowest = min(lowest, float((means - stds).min()))
         positions = np.arange(len(keys)) - 0.4 + step * (index + 0.5)
         bar_ax.bar(positions, means, step * 0.9, yerr=stds, color=f"C{index % 10}", capsize=2,
                    error_kw={"elinewidth": 0.6, "capthick": 0.6})
+        single = len(groups[label]) == 1  # one run has no spread: no "± 0.0"
         for x, mean, std in zip(positions, means, stds):
-            bar_ax.text(x, mean + std + 0.3, f"{mean:.1f}±{std:.1f}", ha="center", va="bottom",
-                        fontsize=5, rotation=90 if len(groups) > 2 else 0)
+            # Inside the bar's top: the axis ends at 100 %, and a label above a 99 % bar would not fit.
+            bar_ax.text(x, mean - 0.5, f"{mean:.1f}" if single else f"{mean:.1f}±{std:.1f}", ha="center", va="top",
+                        fontsize=5, rotation=90, color="white", clip_on=True)
     bar_ax.set_xticks(range(len(keys)), [METRICS[k][0] for k in keys])
-    bar_ax.set_ylim(max(0.0, np.floor(lowest / 5) * 5 - 5), 108)
+    bar_ax.set_ylim(max(0.0, np.floor(lowest / 5) * 5 - 5), 100)
     bar_ax.set(ylabel="%", title="Accuracy (mean ± std)")
     bar_ax.grid(axis="y", alpha=0.3, linewidth=0.5)
     if known:
         ax = axes[1]
-        for index, (model, summary) in enumerate(summaries.items()):
-            if model in known:
+        for index, (label, summary) in enumerate(summaries.items()):
+            if label in known:
                 oa = summary["oa"]
-                ax.errorbar(known[model], 100 * oa["mean"], yerr=100 * oa["std"], fmt="o", color=f"C{index % 10}",
+                ax.errorbar(known[label], 100 * oa["mean"], yerr=100 * oa["std"], fmt="o", color=f"C{index % 10}",
                             capsize=2, markersize=4)
-                ax.annotate(model, (known[model], 100 * oa["mean"]), textcoords="offset points", xytext=(4, 3),
+                ax.annotate(label, (known[label], 100 * oa["mean"]), textcoords="offset points", xytext=(4, 3),
                             fontsize=6)
         ax.set_xscale("log")
         ax.set(xlabel="parameters", ylabel=METRICS["oa"][0], title="Accuracy against model size")
@@ -348,12 +371,12 @@ def _is_number(value: Any) -> bool:
 
 
 def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
-    """A metric against a recorded parameter: mean line and ± std band per model over repeated runs."""
+    """A metric against a recorded parameter: mean line and ± std band per setup over repeated runs."""
     if not options.x:
         raise UsageError("`hsi plot sweep` needs --x KEY, the parameter on the x axis",
                          hint="e.g. --x training.hyper.patch, --x params.ratio or --x training.seed")
     label, scale = _check_metric(options.metric)
-    groups = _grouped(load_runs(inputs, "sweep", options.split))
+    groups = _grouped(load_runs(inputs, "sweep", options.split), varied=options.x)
     xs = {id(run): run.lookup(options.x) for runs in groups.values() for run in runs}
     numeric = all(_is_number(x) for x in xs.values())
     categories = sorted({str(x) for x in xs.values()}) if not numeric else []
@@ -362,7 +385,7 @@ def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     width = 4.8
     fig = new_figure(options, (width, 3.2 + legend_height(names, width)))
     ax = fig.subplots()
-    for index, (model, runs) in enumerate(groups.items()):
+    for index, (label, runs) in enumerate(groups.items()):
         points = np.array([position(xs[id(run)]) for run in runs])
         values = np.array([scale * run.value(options.metric) for run in runs])
         grid = np.unique(points)
