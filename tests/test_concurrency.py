@@ -130,18 +130,24 @@ def test_two_writers_many_rounds(name, runner, base, alone, tmp_path):
         race(runner, base, alone, name, tmp_path / f"r{index}")
 
 
-def test_two_identical_predictions_both_succeed(runner, base, tmp_path):
+TWINS = {  # a command, and the workspace's artifact the same request made alone
+    "predict": (("predict", "m.safetensors", "--out", "twin.zarr"), "p.zarr"),
+    "prep": (("prep", "s.mat", "--pca", "5", "--out", "twin.zarr"), "s.zarr"),
+}
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_two_identical_runs_both_succeed(runner, base, tmp_path, name):
     """README: re-running a step with the same inputs is a no-op. The second of two identical
     `hsi predict` started together failed with "already exists" when the first published while it
-    ran (issue 17); now whichever finishes second finds the very same store and succeeds."""
+    ran (issue 17); now whichever finishes second finds the very same artifact and succeeds."""
+    args, alone = TWINS[name]
     folder = tmp_path / "w"
     copy_workspace(base, folder)
-    args = ("predict", "m.safetensors", "--out", "twin.pred.zarr")
     for _ in range(3):
         first, second = runner.start(args, folder), runner.start(args, folder)
-        runs = [first.wait(), second.wait()]
-        for run in runs:
-            assert run.code == 0 and run.stdout == f"{folder / 'twin.pred.zarr'}\n", run.describe()
-        assert artifact_digest(folder / "twin.pred.zarr") == artifact_digest(base / "p.zarr")  # as if run alone
+        for run in (first.wait(), second.wait()):
+            assert run.code == 0 and run.stdout == f"{folder / 'twin.zarr'}\n", run.describe()
+        assert artifact_digest(folder / "twin.zarr") == artifact_digest(base / alone)
         assert leftovers(folder) == []
-        shutil.rmtree(folder / "twin.pred.zarr")
+        shutil.rmtree(folder / "twin.zarr")

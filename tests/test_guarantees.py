@@ -196,7 +196,7 @@ GUARANTEES = (
         "tests/test_integrity.py::test_prediction_from_a_newer_schema",
         "tests/test_readers.py::test_a_fifo_is_refused_instead_of_read_for_ever",
         "tests/test_engine.py::test_an_identical_prediction_published_meanwhile_is_a_no_op",
-        "tests/test_concurrency.py::test_two_identical_predictions_both_succeed",
+        "tests/test_concurrency.py::test_two_identical_runs_both_succeed",
         "tests/test_cli_pipe.py::test_memory_and_library_failures_are_one_line_errors",
     )),
 )

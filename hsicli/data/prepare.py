@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicli.errors import HsiError, InputError
+from hsicli.errors import HsiError, InputError, OutputExistsError
 from hsicli.store.atomic import check_writable, up_to_date
 from hsicli.store.provenance import describe_file, record
 
@@ -153,9 +153,15 @@ def prepare_scene(
     stem = dataset.name if dataset is not None else Path(request.source).stem
     path = Path(out) if out is not None else Path.cwd() / default_name(stem, request)
     path = path.absolute()
-    if up_to_date(path, key, lambda p: SceneStore.open(p).attrs.get("request_key"), overwrite):
+    def request_key(existing: Path) -> str | None:
+        return SceneStore.open(existing).attrs.get("request_key")
+
+    def reused() -> PrepResult:
         on_message(f"{path} is up to date (same inputs and options)")
         return PrepResult(path, _summary(SceneStore.open(path)), reused=True)
+
+    if up_to_date(path, key, request_key, overwrite):
+        return reused()
     check_writable(path, overwrite)
 
     if like_store is not None:
@@ -234,17 +240,23 @@ def prepare_scene(
         "request_key": key,
         "provenance": record(command, inputs),
     }
-    store = SceneStore.create(
-        path,
-        cube=cube,
-        gt=labels,
-        rgb=rgb,
-        attrs=attrs,
-        transform=transform_arrays,
-        transform_attrs=transform_settings,
-        aux=aux,
-        overwrite=overwrite,
-    )
+    try:
+        store = SceneStore.create(
+            path,
+            cube=cube,
+            gt=labels,
+            rgb=rgb,
+            attrs=attrs,
+            transform=transform_arrays,
+            transform_attrs=transform_settings,
+            aux=aux,
+            overwrite=overwrite,
+        )
+    except OutputExistsError:
+        # The same request, run at the same time, published first: its store is this one (a no-op).
+        if up_to_date(path, key, request_key, overwrite=False):
+            return reused()
+        raise
     on_message(
         f"wrote {path.name}: {height} × {width} × {cube.shape[2]}, {len(names)} classes, "
         f"{int((labels > 0).sum())} labelled pixels"
