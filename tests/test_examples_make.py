@@ -179,3 +179,17 @@ def test_make_on_salinas_a_then_nothing(tmp_path):
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert second.returncode == 0 and "hsi " not in second.stdout, second.stdout
     assert subprocess.run([*args, "-q"], env=env, capture_output=True).returncode == 0
+
+
+def test_examples_find_the_shared_data_as_the_top_makefile_does(tmp_path):
+    """Run offline: `hsi fetch` in the recipes sees HSI_DATA_DIR at ../shared/data, unless it is set."""
+    show = ["make", "-s", "-f", str(MAKEFILE), "--eval", "show-data-dir: ; @echo \"[$$HSI_DATA_DIR]\"", "show-data-dir"]
+    env = {key: value for key, value in os.environ.items() if key != "HSI_DATA_DIR"}
+    shared = REPO.parent / "shared" / "data"
+    found = subprocess.run(show, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60).stdout.strip()
+    assert found == f"[{shared if shared.is_dir() else ''}]"
+    own = subprocess.run(show, cwd=tmp_path, env={**env, "HSI_DATA_DIR": "/mine"}, capture_output=True, text=True,
+                         timeout=60).stdout.strip()
+    assert own == "[/mine]"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "examples/runs/svm-s0.safetensors"], cwd=REPO)
+    assert ignored.returncode == 0, "examples/runs/ (make -C examples) is git-ignored"
