@@ -610,7 +610,9 @@ def test_controlled_and_min_pixels_through_the_pipe(synthetic_scene, shell, tmp_
     assert layer.attrs["leakage"]["share"] == 0.0
     assert chebyshev_to_train(layer.data)[(layer.data == VAL) | (layer.data == TEST)].min() > 2
     kept = class_sizes(np.where(labels == 5, 0, labels))[:4]
-    assert per_class_table(layer.data, labels)[:4, 0].tolist() == [expected_stratified(int(k), 0.1, 0.1)[0] for k in kept]
+    expected = [expected_stratified(int(k), 0.1, 0.1)[0] for k in kept]
+    assert per_class_table(layer.data, labels)[:4, 0].tolist() == expected
     info = shell("hsi info ip-pca8.zarr")
     assert info.returncode == 0, info.stderr
-    assert f"controlled-p5-ratio0.1-val0.1-seed0-min3: controlled, leakage 0.00% at 5×5; dropped {store.class_names[4]} (2 px)" in info.stderr
+    described = "controlled-p5-ratio0.1-val0.1-seed0-min3: controlled, leakage 0.00% at 5×5"
+    assert f"{described}; dropped {store.class_names[4]} (2 px)" in info.stderr

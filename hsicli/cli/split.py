@@ -52,7 +52,7 @@ def split(
     train_var: Annotated[Optional[str], typer.Option("--train-var", help="Train map variable in --from-maps.")] = None,
     test_var: Annotated[Optional[str], typer.Option("--test-var", help="Test map variable in --from-maps.")] = None,
     patch: Annotated[
-        int, ranged_option("--patch", ge=1, help="Patch size for the leakage report and the --spatial guard margin.")
+        int, ranged_option("--patch", ge=1, help="Patch size for the leakage report and the --spatial / --controlled guard margin.")
     ] = 11,
     seed: SeedOpt = 0,
     min_pixels: Annotated[

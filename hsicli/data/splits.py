@@ -288,7 +288,9 @@ def default_block(shape: tuple[int, int], patch: int) -> int:
     return max(patch // 2 + 1, int(np.ceil(np.sqrt(height * width / _BLOCKS_TARGET))))
 
 
-def controlled(labels: np.ndarray, *, train: float, val: float, patch: int, seed: int, guard: bool = True) -> np.ndarray:
+def controlled(
+    labels: np.ndarray, *, train: float, val: float, patch: int, seed: int, guard: bool = True
+) -> np.ndarray:
     """Controlled random sampling (Liang et al., "On the sampling strategy for evaluation of
     spectral-spatial methods in hyperspectral image classification", IEEE TGRS 55(2), 2017;
     the protocol of Lite-C2ANet's [37]).
@@ -343,7 +345,10 @@ def controlled(labels: np.ndarray, *, train: float, val: float, patch: int, seed
         split[(split == TEST) & _near(split == TRAIN, patch // 2)] = UNUSED
     if val > 0:
         for cls, (region_map, boxes, _) in regions.items():
-            free = [np.count_nonzero((region_map[box] == index + 1) & (split[box] == TEST)) for index, box in enumerate(boxes)]
+            free = [
+                np.count_nonzero((region_map[box] == index + 1) & (split[box] == TEST))
+                for index, box in enumerate(boxes)
+            ]
             wanted = min(int(n_val[cls]), max(sum(free) - 1, 0))
             for index, count in enumerate(_apportion(wanted, np.asarray(free), rng)):
                 if count:
