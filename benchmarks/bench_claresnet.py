@@ -39,11 +39,24 @@ records, the command's CPU seconds (user + system; less sensitive to load than w
 1-minute load average before and after, and for bf16 the share of pixels whose class (argmax)
 equals fp32's at the same batch size, plus the test OA of both.
 
+speed: a short stand-in for `rate` (minutes, not hours, where bf16 has no native kernels):
+the checkpoint's model over the first --speed-batches batches of the scene's pixels at each
+batch size, fp32 and bf16 alternating, in this process through the engine's `Classifier` (what
+`hsi predict` runs on each row block); the fastest of --repeats, after one warm-up batch.
+Reported: inference pixels per second of wall time and per CPU second of this process (less
+sensitive to other jobs' load) and, for bf16, the argmax agreement with fp32.
+
+Every part records the CPU it ran on (`cpu`: torch's kernel level, native bf16 or not, the
+avx512_bf16 / amx_bf16 flags, and ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY when set): bf16 is
+fast only with native bf16 (AVX-512 bf16 or AMX); without, it is emulated and several times
+slower than fp32, e.g. run with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (an AVX2-only CPU).
+
 Usage:
-  python benchmarks/bench_claresnet.py [WORKDIR] [--parts accuracy rate] [--seeds 0 1 2]
+  python benchmarks/bench_claresnet.py [WORKDIR] [--parts accuracy rate speed] [--seeds 0 1 2]
       [--epochs 80] [--batch-size 8] [--lr 2e-4] [--warmup 2] [--schedule cosine] [--clip-grad 1]
       [--ema 0] [--augment] [--val 0.02] [--threads 1] [--no-amp]
-      [--predict-threads 2] [--batch-sizes 16 32 64 128] [--repeats 2] [--checkpoint CKPT]
+      [--predict-threads 2] [--batch-sizes 16 32 64 128] [--repeats 2] [--speed-batches 4]
+      [--checkpoint CKPT]
   e.g. the paper's settings: --epochs 40 --batch-size 16 --lr 1e-4 --warmup 0 --schedule constant
       --clip-grad 0 --augment
 """
@@ -62,10 +75,12 @@ import time
 from pathlib import Path
 
 from bench_accuracy import PCA, RATIO, SCENE, hsi, log
-from common import HSI, env_note, run_measured
+import numpy as np
+from common import HSI, cpu_note, cpu_summary, env_note, run_measured
 
 from hsicli.store.checkpoint import read_header
 from hsicli.store.prediction import PredictionStore
+from hsicli.store.scene import SceneStore
 
 MODEL = "claresnet"
 
@@ -191,6 +206,44 @@ def rate(work: Path, checkpoint: Path, args: argparse.Namespace) -> dict:
             "repeats": args.repeats, "runs": runs}
 
 
+def speed(checkpoint: Path, args: argparse.Namespace) -> dict:
+    """Inference pixels/s over a few batches of the scene, fp32 and bf16, at each batch size (see `speed`)."""
+    import torch
+
+    from hsicli.data.patches import block_sampler
+    from hsicli.engine.predict import Classifier, PredictOptions
+
+    store = SceneStore.open(Path(read_header(checkpoint)[1]["source_store"]["path"]))
+    height, width, _ = store.shape
+    runs = []
+    for batch in args.batch_sizes:
+        pixels = min(batch * args.speed_batches, height * width)
+        rows, cols = np.divmod(np.arange(pixels), width)  # the scene's first pixels, row by row
+        classes = {}
+        timings: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}  # (wall, CPU) seconds
+        classifiers = {precision: Classifier(checkpoint, PredictOptions(
+            device="cpu", threads=args.predict_threads, batch_size=batch, amp=precision == "bf16"))
+            for precision in timings}
+        for precision, classifier in classifiers.items():
+            sampler = block_sampler(classifier.rows_reader(store.cube), height, width, 0, height, classifier.patch)
+            classifier.predict(sampler, rows[:batch], cols[:batch], np.zeros(batch, dtype=bool))  # warm-up
+            classifiers[precision] = (classifier, sampler)
+        for _ in range(args.repeats):
+            for precision, (classifier, sampler) in classifiers.items():
+                tick, cpu_tick = time.perf_counter(), time.process_time()
+                classes[precision] = classifier.predict(sampler, rows, cols, np.zeros(pixels, dtype=bool))[0]
+                timings[precision].append((time.perf_counter() - tick, time.process_time() - cpu_tick))
+        for precision, seconds in timings.items():
+            wall, cpu = min(seconds)  # the fastest repeat's
+            runs.append({"precision": precision, "batch_size": batch, "pixels": pixels,
+                         "threads": torch.get_num_threads(), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                         "pixels_per_s": round(pixels / wall, 1), "pixels_per_cpu_s": round(pixels / cpu, 1),
+                         **({"argmax_agreement": float((classes["bf16"] == classes["fp32"]).mean())}
+                            if precision == "bf16" else {})})
+        log(f"speed batch {batch}: fp32 {runs[-2]['pixels_per_cpu_s']} px/CPU-s, bf16 {runs[-1]['pixels_per_cpu_s']} px/CPU-s")
+    return {"checkpoint": str(checkpoint), "batches": args.speed_batches, "repeats": args.repeats, "runs": runs}
+
+
 def markdown_accuracy(result: dict) -> str:
     s = result["settings"]
     rows = ["| seed | best epoch (val acc %) | OA % | AA % | κ × 100 | train s (s/epoch) |",
@@ -224,14 +277,27 @@ def markdown_rate(result: dict) -> str:
                     f"| {r['pixels_per_cpu_s']:.1f} | {agreement} "
                     f"| {100 * r['oa']:.2f} | {r['load_before']:.1f} / {r['load_after']:.1f} |")
     head = (f"`hsi predict` over the whole SalinasA scene ({result['pixels']} pixels), --threads {result['threads']}, "
-            f"fastest of {result['repeats']}:")
+            f"fastest of {result['repeats']}, {cpu_summary(result['cpu'])}:")
+    return head + "\n\n" + "\n".join(rows)
+
+
+def markdown_speed(result: dict) -> str:
+    rows = ["| batch | pixels | pixels/s fp32 | pixels/s bf16 | pixels/CPU-s fp32 | pixels/CPU-s bf16 | bf16 / fp32 (CPU) "
+            "| argmax = fp32 |", "|---|---|---|---|---|---|---|---|"]
+    for fp32, bf16 in zip(result["runs"][::2], result["runs"][1::2]):
+        rows.append(f"| {fp32['batch_size']} | {fp32['pixels']} | {fp32['pixels_per_s']:.1f} | {bf16['pixels_per_s']:.1f} "
+                    f"| {fp32['pixels_per_cpu_s']:.1f} | {bf16['pixels_per_cpu_s']:.1f} "
+                    f"| ×{bf16['pixels_per_cpu_s'] / fp32['pixels_per_cpu_s']:.2f} | {100 * bf16['argmax_agreement']:.2f} % |")
+    threads = result["runs"][0]["threads"]
+    head = (f"CLAReSNet inference over {result['batches']} batches of SalinasA pixels, {threads} thread(s), fastest of "
+            f"{result['repeats']}, {cpu_summary(result['cpu'])}:")
     return head + "\n\n" + "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", nargs="?", type=Path, help="work folder (default: a temporary one)")
-    parser.add_argument("--parts", nargs="+", default=["accuracy", "rate"], choices=["accuracy", "rate"])
+    parser.add_argument("--parts", nargs="+", default=["accuracy", "rate"], choices=["accuracy", "rate", "speed"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=80, help="training epochs (paper: 40)")
     parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 1e-4)")
@@ -250,28 +316,33 @@ def main() -> None:
                         help="bf16 autocast for training (default: on)")
     parser.add_argument("--predict-threads", type=int, default=2, help="torch threads for prediction")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32, 64, 128])
-    parser.add_argument("--repeats", type=int, default=2, help="rate runs per setting; the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=2, help="rate and speed runs per setting; the fastest is kept")
+    parser.add_argument("--speed-batches", type=int, default=4, help="batches per speed run")
     parser.add_argument("--checkpoint", type=Path,
                         help="checkpoint for the rate part (default: the first seed's of the accuracy part)")
     args = parser.parse_args()
     if not SCENE.exists():
         raise SystemExit(f"{SCENE} not found: this benchmark needs the shared SalinasA scene")
-    if "rate" in args.parts and "accuracy" not in args.parts and args.checkpoint is None:
-        parser.error("--parts rate alone needs --checkpoint")
+    if {"rate", "speed"} & set(args.parts) and "accuracy" not in args.parts and args.checkpoint is None:
+        parser.error("--parts rate or speed without accuracy needs --checkpoint")
     with contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory() as folder:
         work = Path(folder).absolute()
         work.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        document = {"benchmark": "CLAReSNet on SalinasA (issue 4)", "env": env_note()}
+        cpu = cpu_note()
+        document = {"benchmark": "CLAReSNet on SalinasA (issue 4)", "env": env_note(), "cpu": cpu}
         tables = []
         if "accuracy" in args.parts:
             _, store = hsi("prep", str(SCENE), "--pca", str(PCA), "-o", str(work / "salinasA.zarr"), "-q", cwd=work)
             document["accuracy"] = accuracy(work, store, args)
             tables.append(markdown_accuracy(document["accuracy"]))
+        checkpoint = (args.checkpoint or Path(document["accuracy"]["runs"][0]["checkpoint"])).absolute()
         if "rate" in args.parts:
-            checkpoint = args.checkpoint or Path(document["accuracy"]["runs"][0]["checkpoint"])
-            document["rate"] = rate(work, checkpoint.absolute(), args)
+            document["rate"] = {**rate(work, checkpoint, args), "cpu": cpu}
             tables.append(markdown_rate(document["rate"]))
+        if "speed" in args.parts:
+            document["speed"] = {**speed(checkpoint, args), "cpu": cpu}
+            tables.append(markdown_speed(document["speed"]))
         document["total_seconds"] = round(time.perf_counter() - started, 1)
     print("\n\n".join(tables), file=sys.stderr)
     print(json.dumps(document, indent=1))

@@ -51,3 +51,37 @@ def run_measured(args: list[str], cwd: Path, stdin: str | None = None) -> tuple[
 
 def env_note() -> str:
     return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+
+
+BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags that decide bf16 speed
+
+
+def cpu_note() -> dict:
+    """The CPU as torch runs on it: ATen's kernel level, whether oneDNN has native bf16 (both honour
+    the simulation variables ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, recorded when set) and the
+    bf16-relevant flags the processor reports."""
+    import torch
+
+    from hsicli.models.precision import cpu_native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set()
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return {
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_native_bf16(),
+        "cpu_flags": [flag for flag in BF16_FLAGS if flag in flags],
+        **{name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if name in os.environ},
+    }
+
+
+def cpu_summary(note: dict) -> str:
+    """`cpu_note` in a few words, for table headings."""
+    simulated = [f"{name}={note[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if name in note]
+    return (f"CPU {note['torch_cpu_capability']}, {'native' if note['native_bf16'] else 'no native'} bf16 "
+            f"(flags: {' '.join(note['cpu_flags']) or 'none of ' + ' '.join(BF16_FLAGS)}"
+            f"{'; simulated by ' + ' '.join(simulated) if simulated else ''})")
