@@ -48,7 +48,7 @@ def test_details_show_each_kind_its_own_settings(cli):
     svm = cli("models", "svm")
     assert svm.exit_code == 0, svm.stderr
     assert "C 100, gamma scale, kernel rbf" in svm.stderr and "adamw" not in svm.stderr
-    assert "n_estimators 200" in cli("models", "rf").stderr
+    assert "n_estimators 200, max_depth none, max_features sqrt" in cli("models", "rf").stderr
     clares = cli("models", "claresnet").stderr
     assert "paper protocol" in clares and "adamw" in clares and "0.0001" in clares and "11×11 window" in clares
     assert "17,326,142" in clares  # the exact count, where the listing shows 17.3 M

@@ -91,11 +91,12 @@ def rf(
     *,
     seed: int = 0,
     n_estimators: int = 200,
+    max_depth: int | None = None,
     max_features: str | float | int = "sqrt",
     n_jobs: int | None = None,
     **params: Any,
 ) -> Any:
-    """Random forest of 200 trees on centre spectra, √bands features tried per split.
+    """Random forest of 200 trees on centre spectra, grown to full depth, √bands features tried per split.
 
     `n_jobs` speeds up training without changing the trees; a restored forest predicts on one
     thread (see `estimator_from_arrays`). Other keyword arguments go to
@@ -105,6 +106,7 @@ def rf(
 
     settings = {
         "n_estimators": n_estimators,
+        "max_depth": max_depth,
         "max_features": max_features,
         "n_jobs": n_jobs,
         "random_state": seed,
@@ -126,6 +128,7 @@ def gboost(
     max_iter: int = 100,
     learning_rate: float = 0.1,
     max_leaf_nodes: int = 31,
+    max_depth: int | None = None,
     **params: Any,
 ) -> Any:
     """Histogram gradient boosting on centre spectra, standing in for CLAReSNet's XGBoost.
@@ -140,6 +143,7 @@ def gboost(
         "max_iter": max_iter,
         "learning_rate": learning_rate,
         "max_leaf_nodes": max_leaf_nodes,
+        "max_depth": max_depth,
         "random_state": seed,
     }
     return _estimator(HistGradientBoostingClassifier, settings, params)
