@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,27 @@ def test_examples_find_the_shared_data_as_the_top_makefile_does(tmp_path):
     assert own == "[/mine]"
     ignored = subprocess.run(["git", "check-ignore", "-q", "examples/runs/svm-s0.safetensors"], cwd=REPO)
     assert ignored.returncode == 0, "examples/runs/ (make -C examples) is git-ignored"
+
+
+def test_slurm_cpus_follow_the_cluster_or_the_variable(tmp_path):
+    """The submit scripts' CPUs per task: $CPUS, else 4 or the smallest node's count if lower; the
+    CPU job scripts request none themselves (a 2-CPU cluster would leave 4 pending for ever)."""
+    script = REPO / "examples" / "slurm" / "cpus.sh"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+
+    def cpus(nodes: str | None, **env: str) -> str:
+        # `sinfo --Node --noheader --format=%c`: one CPU count per node; None: no cluster answers.
+        (fake / "sinfo").write_text("#!/bin/sh\nexit 1\n" if nodes is None else f"#!/bin/sh\nprintf '{nodes}'\n")
+        (fake / "sinfo").chmod(0o755)
+        path = f"{fake}:/usr/bin:/bin"
+        done = subprocess.run(["sh", str(script)], env={"PATH": path, **env}, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert cpus("2\n2\n") == "2" and cpus("8\n2\n") == "2" and cpus("16\n") == "4"
+    assert cpus(None) == "4"  # no cluster answers: the default
+    assert cpus("2\n", CPUS="3") == "3"
+    for job in (REPO / "examples" / "slurm").glob("*.sbatch"):
+        requested = re.findall(r"^#SBATCH --cpus-per-task=(\d+)", job.read_text(), flags=re.M)
+        assert job.name == "train-torchrun.sbatch" or requested in ([], ["1"]), job.name  # torchrun: a GPU node's
