@@ -39,14 +39,14 @@ records, the command's CPU seconds (user + system; less sensitive to load than w
 1-minute load average before and after, and for bf16 the share of pixels whose class (argmax)
 equals fp32's at the same batch size, plus the test OA of both.
 
-speed: a short stand-in for `rate` (minutes, not hours, where bf16 has no native kernels):
+speed: a short stand-in for `rate` (minutes, not hours, where bf16 has no fast kernels):
 the checkpoint's model over the first --speed-batches batches of the scene's pixels at each
 batch size, fp32 and bf16 alternating, in this process through the engine's `Classifier` (what
 `hsi predict` runs on each row block); the fastest of --repeats, after one warm-up batch.
 Reported: inference pixels per second of wall time and per CPU second of this process (less
 sensitive to other jobs' load) and, for bf16, the argmax agreement with fp32.
 
-Every part records the CPU it ran on (`cpu`: torch's kernel level, native bf16 or not, the
+Every part records the CPU it ran on (`cpu`: torch's kernel level, oneDNN bf16 kernels or not, the
 avx512_bf16 / amx_bf16 flags, and ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY when set): bf16 is
 fast only with native bf16 (AVX-512 bf16 or AMX); without, it is emulated and several times
 slower than fp32, e.g. run with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (an AVX2-only CPU).

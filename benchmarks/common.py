@@ -57,12 +57,12 @@ BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # /proc/cpuinfo fla
 
 
 def cpu_note() -> dict:
-    """The CPU as torch runs on it: ATen's kernel level, whether oneDNN has native bf16 (both honour
+    """The CPU as torch runs on it: ATen's kernel level, whether oneDNN has bf16 kernels (both honour
     the simulation variables ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, recorded when set) and the
     bf16-relevant flags the processor reports."""
     import torch
 
-    from hsicli.models.precision import cpu_native_bf16
+    from hsicli.models.precision import cpu_bf16_kernels
 
     cpuinfo = Path("/proc/cpuinfo")
     flags = set()
@@ -73,7 +73,7 @@ def cpu_note() -> dict:
                 break
     return {
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": cpu_native_bf16(),
+        "onednn_bf16": cpu_bf16_kernels(),
         "cpu_flags": [flag for flag in BF16_FLAGS if flag in flags],
         **{name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if name in os.environ},
     }
@@ -82,6 +82,6 @@ def cpu_note() -> dict:
 def cpu_summary(note: dict) -> str:
     """`cpu_note` in a few words, for table headings."""
     simulated = [f"{name}={note[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if name in note]
-    return (f"CPU {note['torch_cpu_capability']}, {'native' if note['native_bf16'] else 'no native'} bf16 "
+    return (f"CPU {note['torch_cpu_capability']}, {'' if note['onednn_bf16'] else 'no '}oneDNN bf16 kernels "
             f"(flags: {' '.join(note['cpu_flags']) or 'none of ' + ' '.join(BF16_FLAGS)}"
             f"{'; simulated by ' + ' '.join(simulated) if simulated else ''})")

@@ -1,7 +1,7 @@
 """Mixed precision (`--amp`): the one policy training, prediction and segmentation run under.
 
 `--amp` runs the model under bf16 autocast on its device. CPUs differ in what they run in bf16:
-oneDNN has bf16 kernels only from AVX-512 on (native with avx512_bf16 / AMX). On an AVX2-only
+oneDNN has bf16 kernels from AVX-512 on (native instructions with avx512_bf16 / AMX). On an AVX2-only
 CPU (simulated with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2) convolutions, linear
 layers, attention, norms and GRU / plain RNN layers still run under bf16 autocast, through
 slower fallbacks, but an LSTM fed fp32 input fails: autocast hands oneDNN a bf16 LSTM it has no
@@ -26,8 +26,8 @@ from torch import nn
 
 
 @functools.cache
-def cpu_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 on this CPU with native instructions (avx512_bf16 / AMX).
+def cpu_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 and up, or AVX2-VNNI-2).
 
     oneDNN's own check, so it honours ONEDNN_MAX_CPU_ISA."""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -73,8 +73,8 @@ def describe(model: nn.Module, device) -> str:
     capability = torch.backends.cpu.get_cpu_capability()
     fp32 = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase) and _recurrent_in_fp32(m)})
     line = f"--amp: bf16 autocast on the CPU ({capability}, "
-    line += "native bf16" if cpu_native_bf16() else "no native bf16: no avx512_bf16 / AMX"
+    line += "oneDNN bf16 kernels" if cpu_bf16_kernels() else "no oneDNN bf16 kernels below AVX-512"
     line += f"){'; ' + ', '.join(fp32) + ' in fp32' if fp32 else ''}"
-    if not cpu_native_bf16():
+    if not cpu_bf16_kernels():
         line += "; bf16 runs emulated here, several times slower than fp32: drop --amp for speed"
     return line
