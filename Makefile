@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 # Where the CPU build comes from: on a stock Linux machine PyPI's torch is the multi-GB CUDA build,
 # so PyTorch's CPU wheel index is added to pip's own (a CUDA index such as .../whl/cu126 for GPUs;
-# TORCH_INDEX= for pip's configured index only). An index that does not answer within 5 s is
-# skipped with a note, so offline mirrors keep working.
+# TORCH_INDEX= for pip's configured index only). Where pip is set up with an index or mirror of its
+# own (pip config, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS), that set-up is kept and
+# nothing else is contacted.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SHARED_DATA := $(abspath ../shared/data)
 # `hsi fetch` looks in HSI_DATA_DIR before downloading; use the shared benchmark files when present.
@@ -18,8 +19,11 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench gallery completions clean
 
-# "--extra-index-url TORCH_INDEX" when it is set and answers, else nothing (and a note on stderr).
-torch_index_option = $$($(BIN)/python -c 'import sys, urllib.request as r; url = sys.argv[1]; url and r.urlopen(url, timeout=5) and print("--extra-index-url", url)' "$(TORCH_INDEX)" 2>/dev/null || echo "note: $(TORCH_INDEX) does not answer; torch comes from pip's configured index" >&2)
+# "--extra-index-url TORCH_INDEX" on a stock pip; nothing (and a note on stderr) where pip has its own index.
+torch_index_option = $$(if [ -z "$(TORCH_INDEX)" ]; then :; \
+	elif [ -n "$$PIP_INDEX_URL$$PIP_EXTRA_INDEX_URL$$PIP_FIND_LINKS" ] || $(BIN)/pip config list 2>/dev/null | grep -qE '(index-url|find-links)='; then \
+	echo "note: pip has its own index configured; torch comes from it (TORCH_INDEX is not added)" >&2; \
+	else echo "--extra-index-url $(TORCH_INDEX)"; fi)
 
 setup: $(VENV)/.installed
 
