@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import json
 import shutil
 import struct
@@ -342,8 +343,18 @@ def test_non_finite_weights_are_refused_by_every_loader(shared, cli, tmp_path):
                  "nan.safetensors", tensor)
     assert snapshot(tmp_path) == before
 
-    # A prediction made from such weights before this check existed is refused by pseudolabel.
+    # pseudolabel --iterations fine-tunes (or, labelling nothing, keeps) the checkpoint a prediction names.
     prediction = predict(torch_model, PredictOptions(out=tmp_path / "p.zarr", device="cpu"), command="test").path
+    pointing = tmp_path / "p-nan.zarr"
+    shutil.copytree(prediction, pointing)
+    document = json.loads((pointing / "zarr.json").read_text())
+    document["attributes"]["checkpoint"] = {"path": str(bad), "sha256": hashlib.sha256(bad.read_bytes()).hexdigest()}
+    (pointing / "zarr.json").write_text(json.dumps(document))
+    before = snapshot(tmp_path)
+    assert_error(cli("pseudolabel", pointing, "--iterations", "1", "--epochs", "1", "--device", "cpu"),
+                 "nan.safetensors", tensor)
+    assert snapshot(tmp_path) == before  # refused before any layer was written
+    # A prediction made from such weights before this check existed is refused by pseudolabel.
     probabilities = zarr.open_array(str(prediction / "probabilities"), mode="r+")
     probabilities[0, 0, :] = np.nan
     before = snapshot(tmp_path)

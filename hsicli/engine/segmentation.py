@@ -402,13 +402,19 @@ def progressive(
 
     from hsicli.engine.predict import PredictOptions, default_prediction_path, predict
     from hsicli.engine.train import TrainOptions, train
-    from hsicli.store.checkpoint import read_header
+    from hsicli.store.checkpoint import load_arrays, read_header
     from hsicli.store.prediction import PredictionStore
     from hsicli.store.provenance import file_sha256
     from hsicli.store.scene import SceneStore
 
     results: list[RoundResult] = []
     current = Path(prediction)
+
+    def checkpoint_of(prediction_store: Path) -> Path:
+        return Path((PredictionStore.open(prediction_store).attrs.get("checkpoint") or {}).get("path", ""))
+
+    if checkpoint_of(current).is_file():  # a round that labels nothing keeps it as it is: refuse NaN weights first
+        load_arrays(checkpoint_of(current))
     for step in range(options.iterations):
         round_number = options.pseudo.round + step
         name = options.pseudo.name
@@ -416,7 +422,7 @@ def progressive(
             name = f"{name}-{round_number}"
         labels = pseudolabel(current, replace(options.pseudo, round=round_number, name=name), command=command)
         on_labels(labels)
-        checkpoint = Path((PredictionStore.open(current).attrs.get("checkpoint") or {}).get("path", ""))
+        checkpoint = checkpoint_of(current)
         if labels.record["added"] == 0:
             # Eq. 52 with an empty mask leaves the training labels alone: fine-tuning on them adds no
             # information, only optimiser noise, so the round keeps the current model.
