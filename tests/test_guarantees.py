@@ -199,6 +199,14 @@ GUARANTEES = (
         "tests/test_concurrency.py::test_two_identical_runs_both_succeed",
         "tests/test_cli_pipe.py::test_memory_and_library_failures_are_one_line_errors",
     )),
+    Guarantee("issue 17", "a run whose memory need exceeds the memory available, or a checkpoint whose record "
+                          "contradicts its tensors, is refused in one line before anything is allocated", (
+        "tests/test_memory.py::test_refused_in_one_line_under_an_address_space_limit",
+        "tests/test_memory.py::test_refusal_names_the_memory_available_and_its_limit",
+        "tests/test_memory.py::test_available_memory_follows_the_address_space_limit",
+        "tests/test_memory.py::test_a_run_that_fits_is_not_refused",
+        "tests/test_memory.py::test_declared_activation_bounds_are_lower_bounds",
+    )),
 )
 
 

@@ -30,11 +30,11 @@ import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
 from hsicli.data.splits import labelled_test_mask
-from hsicli.engine import shards
+from hsicli.engine import memory, shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
-from hsicli.store.checkpoint import load_arrays, require_checkpoint, training_setup
+from hsicli.store.checkpoint import load_arrays, read_header, require_checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
 from hsicli.store.provenance import describe_file, now, record
@@ -72,21 +72,36 @@ class Classifier:
 
     def __init__(self, checkpoint: Path, options: PredictOptions):
         self.path = Path(checkpoint)
-        arrays, self.meta = load_arrays(self.path)
+        header, self.meta = read_header(self.path)
         require_checkpoint(self.path, self.meta)
-        self.spec = get_model_spec(self.meta["model"])
         self.n_classes = len(self.meta["class_names"])
         self.bands = int(self.meta["input"]["bands"])
         self.patch = int(self.meta["input"]["patch"])
         hyper = self.meta["training"].get("hyper", {})
-        self.batch_size = options.batch_size or int(hyper.get("eval_batch_size", 256))
+        batch_size = options.batch_size or hyper.get("eval_batch_size", 256)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise StoreError(f"{self.path} records an evaluation batch size of {batch_size!r}",
+                             hint="the checkpoint is damaged; give one with --batch-size")
+        self.batch_size = batch_size
+        memory.require_prediction_fits(self.path, bands=self.bands, patch=self.patch, batch=self.batch_size,
+                                       weights=memory.weights_bytes(header))
+        self.spec = get_model_spec(self.meta["model"])
+        tensors = "est" if any(k.startswith("est.") for k in header) else "model" if header else "no"
+        if (tensors == "est") != (self.spec.kind == "spectral"):
+            raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {tensors} tensors",
+                             hint="the checkpoint's metadata and weights disagree; train the model again")
+        if self.spec.reads_windows and self.patch % 2 == 0:
+            raise StoreError(f"{self.path} records an even patch size, {self.patch}; {self.spec.name} reads windows "
+                             "centred on a pixel", hint="the checkpoint is damaged; train the model again")
+        arrays, _ = load_arrays(self.path)
         self.options = options
         self.pixel_stage = None  # the model's per-pixel leading layers, if it has them
         if self.spec.kind == "spectral":
             from hsicli.models.classical import estimator_from_arrays
 
             estimator_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("est.")}
-            self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays, self.meta["training"]["estimator"])
+            self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays,
+                                                   self.meta["training"].get("estimator"))
             self.patch = 1
             # Class indices 0..C-1; a class without training pixels is absent from the estimator.
             self.classes = self.estimator.classes_.astype(np.int64)

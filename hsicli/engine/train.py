@@ -26,12 +26,12 @@ import numpy as np
 
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
-from hsicli.engine import distributed, preempt
+from hsicli.engine import distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
 from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
 from hsicli.store.atomic import up_to_date
-from hsicli.store.checkpoint import load_arrays, read_header, save_arrays
+from hsicli.store.checkpoint import load_arrays, read_header, require_checkpoint, save_arrays
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
 
@@ -136,6 +136,30 @@ def load_training_data(store: SceneStore, split_name: str, labels_layer: str | N
     )
 
 
+def _require_fits(spec, store: SceneStore, split_name: str, options: TrainOptions, hyper: TrainDefaults,
+                  world: distributed.World) -> None:
+    """Before any data is read: the --init checkpoint against the model and the scene (from its
+    header), and the memory the run needs against the memory available (hsicli.engine.memory)."""
+    init_weights = 0
+    if options.init:
+        header, meta = read_header(options.init)
+        require_checkpoint(options.init, meta)
+        recorded = (meta["model"], meta["input"]["bands"], len(meta["class_names"]))
+        if recorded != (spec.name, store.shape[2], store.n_classes):
+            raise StoreError(
+                f"{options.init} holds {recorded[0]} weights for {recorded[1]} bands and {recorded[2]} classes; "
+                f"this run trains {spec.name} on {store.shape[2]} bands and {store.n_classes} classes",
+                hint="start from a checkpoint of the same model trained on this kind of scene",
+            )
+        init_weights = memory.weights_bytes(header)
+    counts = store.layer_attrs("splits", split_name).get("counts", {}).get("train")
+    batch = -(-hyper.batch_size // world.size)  # each process holds its share of the global batch
+    if isinstance(counts, list) and all(isinstance(n, int) for n in counts):
+        batch = min(batch, max(sum(counts), 1))  # a batch never holds more pixels than the split trains on
+    memory.require_training_fits(spec, shape=store.shape, patch=hyper.patch, batch=batch, amp=options.amp,
+                                 init_weights=init_weights)
+
+
 def default_checkpoint_path(store: SceneStore, model: str, split: str, seed: int, labels: str | None) -> Path:
     parts = [store.name, model, split, f"s{seed}"]
     if labels:
@@ -199,6 +223,7 @@ def train(
     options = replace(options, model_args=architecture_args(spec, hyper.patch, options.model_args))
     if options.class_weights not in ("none", "balanced"):
         raise HsiError(f"unknown --class-weights {options.class_weights!r}", hint="use none or balanced")
+    _require_fits(spec, store, split_name, options, hyper, world)
     out = Path(options.out) if options.out else default_checkpoint_path(
         store, options.model, split_name, options.seed, options.labels
     )

@@ -604,6 +604,7 @@ class CLAReSNet(nn.Module):
     "claresnet",
     kind="patch",
     paper="CLAReSNet (Bandyopadhyay et al.)",
+    activations_per_input=1000,
     defaults=TrainDefaults(
         patch=11,
         optimizer="adamw",

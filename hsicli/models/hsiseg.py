@@ -624,6 +624,8 @@ _PAPER = "HSIseg (Zhou et al.)"
     kind="segmenter",
     paper=_PAPER,
     defaults=TrainDefaults(patch=33, optimizer="adam", lr=1e-3, batch_size=16, eval_batch_size=16, epochs=100),
+    activations_per_input=1,
+    activations_per_pixel=400,
 )
 def hsiseg(bands: int, classes: int, **args: Any) -> nn.Module:
     """HSIseg segmenter, CPU-sized default: 33 px windows, d 32, stages 8→6→4, no 144 resize."""

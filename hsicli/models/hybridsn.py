@@ -117,6 +117,8 @@ class HybridSN(nn.Module):
     "hybridsn",
     kind="patch",
     paper="HybridSN (Roy et al., IEEE GRSL 2020)",
+    activations_per_input=18,
+    activations_per_pixel=350,
     defaults=TrainDefaults(
         patch=25,
         optimizer="adam",

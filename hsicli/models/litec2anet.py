@@ -348,6 +348,8 @@ def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: 
     "litec2anet",
     kind="patch",
     paper="Lite-C2ANet (Shi, Zhang)",
+    activations_per_input=6,
+    activations_per_pixel=90,
     defaults=TrainDefaults(
         patch=9,
         optimizer="adam",

@@ -55,6 +55,12 @@ class ModelSpec:
     # Architectures whose layer sizes depend on the input window declare a `patch` argument;
     # the engine then builds them for the patch size it trains with.
     takes_patch: bool = False
+    # Lower bounds of the activations autograd keeps for the backward pass, in floats per sample:
+    # at least `activations_per_input` × T × P² and at least `activations_per_pixel` × P² (T bands,
+    # P×P windows), measured on the meta device (tests/test_memory.py checks them). hsicli.engine.memory
+    # refuses a training run whose batches could not fit.
+    activations_per_input: float = 0.0
+    activations_per_pixel: float = 0.0
 
     @property
     def reads_windows(self) -> bool:
@@ -75,6 +81,8 @@ def register_model(
     paper: str,
     defaults: TrainDefaults | None = None,
     description: str = "",
+    activations_per_input: float = 0.0,
+    activations_per_pixel: float = 0.0,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register `builder(bands, classes, **args)` under `name`."""
     if kind not in KINDS:
@@ -92,6 +100,8 @@ def register_model(
             defaults=defaults or TrainDefaults(),
             description=description or first_doc_line,
             takes_patch="patch" in inspect.signature(builder).parameters,
+            activations_per_input=activations_per_input,
+            activations_per_pixel=activations_per_pixel,
         )
         return builder
 

@@ -183,6 +183,8 @@ class SpectralFormer(nn.Module):
     "spectralformer",
     kind="patch",
     paper="SpectralFormer (Hong et al., IEEE TGRS 2022)",
+    activations_per_input=3,
+    activations_per_pixel=10,
     defaults=TrainDefaults(
         patch=7,
         optimizer="adam",

@@ -157,6 +157,8 @@ class SSRN(nn.Module):
     "ssrn",
     kind="patch",
     paper="SSRN (Zhong et al., IEEE TGRS 2018)",
+    activations_per_input=110,
+    activations_per_pixel=1500,
     defaults=TrainDefaults(
         patch=7,
         optimizer="rmsprop",
