@@ -65,6 +65,8 @@ REFUSALS = {
                                            "names the spectral model svm but holds model tensors"),
     "predict, torch name on SVM arrays": (["predict", "torch-name.safetensors", "--out", "new.zarr"],
                                           "names the patch model litec2anet but holds est tensors"),
+    "models --bands 10^9": (["models", "litec2anet", "--bands", "1000000000"],
+                            "litec2anet for 1000000000 bands, 16 classes and a 9×9 patch needs ~"),
     "train --init, SVM name on torch weights": (["train", "s.zarr", "--split", "a", "--model", "litec2anet",
                                                  "--init", "svm-name.safetensors", "--out", "new.safetensors"],
                                                 "holds svm weights for 5 bands and 3 classes"),

@@ -36,10 +36,11 @@ def models(
     Example: hsi models litec2anet --bands 103 --classes 9
     """
     from hsicli.cli.options import parse_json_object
+    from hsicli.engine.memory import require_model_fits
     from hsicli.models.catalogue import describe_models
 
     rows = describe_models(name or None, bands=bands, classes=classes, patch=patch,
-                           model_args=parse_json_object(model_args, "--model-args"))
+                           model_args=parse_json_object(model_args, "--model-args"), check=require_model_fits)
     if json_out:
         print(json.dumps({"bands": bands, "classes": classes, "models": rows}))
         return

@@ -125,3 +125,18 @@ def require_prediction_fits(source: Path, *, bands: int, patch: int, batch: int,
     require(windows_bytes(batch, bands, patch) + weights,
             f"{source.name}: a {patch}×{patch} patch of {bands} bands at batch {batch}",
             hint="use a smaller --batch-size; a checkpoint that records such an input is damaged")
+
+
+def require_model_fits(spec, *, bands: int, classes: int, patch: int, model_args: dict) -> None:
+    """Refuse to build a model whose weights and one input window could not fit (`hsi models`
+    counts them on a real model): the weights are counted on torch's meta device first."""
+    import torch
+
+    from hsicli.models.registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(spec.name, bands, classes, **model_args)
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    require(weights + windows_bytes(1, bands, patch),
+            f"{spec.name} for {bands} bands, {classes} classes and a {patch}×{patch} patch",
+            hint="count it for fewer --bands or --classes or a smaller --patch")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,15 @@ def model_arguments(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def _count(name: str, bands: int, classes: int, patch: int | None, model_args: dict[str, Any]) -> dict[str, Any]:
+def _count(name: str, bands: int, classes: int, patch: int | None, model_args: dict[str, Any],
+           check: Callable[..., None]) -> dict[str, Any]:
     from hsicli.models.complexity import count_parameters, measure_macs
 
     spec = get_model_spec(name)
     size = patch or spec.defaults.patch
     parameters = macs = layer_macs = None
     if spec.kind != "spectral":
+        check(spec, bands=bands, classes=classes, patch=size, model_args=model_args)
         model = create_model(name, bands, classes, **model_args).eval()
         parameters = count_parameters(model)
         channels = getattr(model, "input_channels", bands)  # HSIseg: bands + auxiliary bands
@@ -69,13 +72,15 @@ def _stored_rows() -> dict[str, dict[str, Any]]:
 
 
 def describe_models(names: list[str] | None, *, bands: int = DEFAULT_BANDS, classes: int = DEFAULT_CLASSES,
-                    patch: int | None = None, model_args: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per model (all registered models by default), in JSON types."""
+                    patch: int | None = None, model_args: dict[str, Any] | None = None,
+                    check: Callable[..., None] = lambda spec, **sizes: None) -> list[dict[str, Any]]:
+    """One row per model (all registered models by default), in JSON types. `check(spec, bands=,
+    classes=, patch=, model_args=)` runs before a model is built to be counted (a memory bound)."""
     if (bands, classes, patch, model_args or None) == (DEFAULT_BANDS, DEFAULT_CLASSES, None, None):
         stored = _stored_rows()
         if stored and all(name in stored for name in names or ()):
             return [stored[name] for name in names or sorted(stored)]
-    rows = [_count(name, bands, classes, patch, model_args or {}) for name in names or list_models()]
+    rows = [_count(name, bands, classes, patch, model_args or {}, check) for name in names or list_models()]
     return json.loads(json.dumps(rows))  # tuples as lists, as the stored rows have them
 
 
