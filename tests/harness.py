@@ -38,6 +38,7 @@ PRELOAD = [
     "matplotlib", "hsicli.plot.maps", "__main__",
 ]  # fmt: skip
 TMP_MARK = ".tmp-"
+PREV_MARK = ".prev-"  # a replaced store moved aside (hsicli.store.atomic)
 
 
 @dataclass
@@ -282,9 +283,14 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def leftovers(folder: Path) -> list[Path]:
-    """Temporary entries (hidden `.NAME.tmp-PID.START.HOST-XXXX`) anywhere below `folder`, outermost only."""
-    found = [p for p in Path(folder).rglob(f"*{TMP_MARK}*") if TMP_MARK in p.name]
-    return [p for p in found if not any(TMP_MARK in part for part in p.relative_to(folder).parts[:-1])]
+    """Temporary entries (hidden `.NAME.tmp-PID.START.HOST-XXXX`, or `.NAME.prev-…` for a replaced
+    store moved aside) anywhere below `folder`, outermost only."""
+
+    def marked(name: str) -> bool:
+        return TMP_MARK in name or PREV_MARK in name
+
+    found = [p for p in Path(folder).rglob(".*") if marked(p.name)]
+    return sorted(p for p in found if not any(marked(part) for part in p.relative_to(folder).parts[:-1]))
 
 
 def digest_arrays(*arrays) -> str:

@@ -120,7 +120,7 @@ def _comparable(entries: dict[str, str], output: str) -> dict[str, str]:
     """A snapshot without the output's subtree, temporaries and lock files."""
     def kept(key: str) -> bool:
         parts = Path(key).parts
-        return not (key == output or key.startswith(output + "/") or any(".tmp-" in p for p in parts)
+        return not (key == output or key.startswith(output + "/") or any(".tmp-" in p or ".prev-" in p for p in parts)
                     or parts[-1] == ".lock")
 
     return {key: value for key, value in entries.items() if kept(key)}
@@ -181,6 +181,12 @@ def trial(runner, cli, base, scenario: Scenario, reference: Reference, folder: P
         layers = json.loads(described.stdout)["splits"] | json.loads(described.stdout)["label_layers"]
         assert (Path(scenario.output).name in layers) == (state is not None)
 
+    if run.killed and state is None and scenario.replaces:  # between moving the old one aside and the new one in
+        cleaned = cli("info", "--clean", output)
+        assert cleaned.exit_code == 0 and f"restored " in cleaned.stderr, cleaned.stderr
+        assert artifact_digest(output) == reference.old and leftovers(folder) == [], "the replaced artifact is lost"
+        state = reference.old
+
     finished = state == reference.new
     if rerun == "always" or (rerun == "unfinished" and not finished):
         again = runner.run(scenario.args, folder)
@@ -237,6 +243,24 @@ def test_info_lists_and_cleans_what_killed_writers_left(runner, cli, base, tmp_p
     assert live.is_dir() and older.is_dir()
     assert listed("s.zarr") == {str(live): "running", str(older): "unknown"} and listed("old.zarr") == {}
     assert artifact_digest(folder / "old.zarr") == artifact_digest(base / "old.zarr")  # the previous store kept
+
+
+def test_a_store_killed_between_its_two_renames_is_put_back_by_clean(runner, cli, base, references, tmp_path):
+    """A store is replaced in two renames (old aside, new in). Killed between them, the old store
+    waits under `.NAME.prev-*`: `hsi info` lists it although NAME is missing, and `--clean` puts it
+    back instead of deleting it (it once removed both, losing the store)."""
+    scenario, reference = SCENARIOS["prep-overwrite"], references["prep-overwrite"]
+    folder = tmp_path / "w"
+    copy_workspace(base, folder)
+    assert runner.run(scenario.args, folder, crash=(reference.renames, "before")).killed
+    output = folder / scenario.output
+    assert not output.exists() and [p.name.startswith(".old.zarr.prev-") for p in leftovers(folder)] == [True, False]
+    described = cli("info", "--json", output)
+    assert described.exit_code == 0 and json.loads(described.stdout)["kind"] == "missing", described.stderr
+    cleaned = cli("info", "--clean", "--json", output)
+    assert cleaned.exit_code == 0, cleaned.stderr
+    assert len(json.loads(cleaned.stdout)["restored"]) == 1 and len(json.loads(cleaned.stdout)["removed"]) == 1
+    assert artifact_digest(output) == reference.old and leftovers(folder) == []
 
 
 @pytest.mark.parametrize("name", scenario_params(FRESH))

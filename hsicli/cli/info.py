@@ -17,7 +17,8 @@ def info(
     verify: Annotated[bool, typer.Option("--verify", help="Recompute a scene store's content fingerprint.")] = False,
     clean: Annotated[
         bool,
-        typer.Option("--clean", help="Remove the leftover temporaries whose writer has exited (never a running one's)."),
+        typer.Option("--clean", help="Remove the leftover temporaries whose writer has exited (never a running one's); a replaced "
+                     "store left aside by a killed --overwrite is put back."),
     ] = False,
 ) -> None:
     """Describe a store, layer, checkpoint or prediction: shape, classes, splits, history.
@@ -28,16 +29,17 @@ def info(
     """
     import sys
 
-    from hsicli.store.atomic import remove_abandoned
+    from hsicli.store.atomic import restore_or_remove_abandoned
     from hsicli.store.inspect import describe, leftovers, render
 
     target = read_input_path(path, "artifact")
     description = describe(target)
     if clean and description.get("kind") != "incomplete":
-        removed = remove_abandoned([Path(entry["path"]) for entry in description["temporaries"]])
-        for entry in removed:
-            print(f"removed {entry} (its writer has exited)", file=sys.stderr)
-        description["removed"] = [str(entry) for entry in removed]
+        cleaned = restore_or_remove_abandoned([Path(entry["path"]) for entry in description["temporaries"]])
+        for entry, action in cleaned:
+            print(f"{action} {entry} (its writer has exited)", file=sys.stderr)
+        for action in ("removed", "restored"):
+            description[action] = [str(entry) for entry, done in cleaned if done == action]
         description["temporaries"] = leftovers(target)
     if verify and description.get("kind") == "scene":
         from hsicli.store.scene import SceneStore

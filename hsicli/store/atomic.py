@@ -3,7 +3,9 @@
 Every artifact is built under a hidden temporary name beside its destination and renamed into
 place only when complete, so a job killed mid-write never leaves something that looks finished.
 Replacing an existing file (`--overwrite`) is one rename onto it; a store (a directory, which a
-rename cannot replace) is moved aside first and deleted only after the new one is in place.
+rename cannot replace) is moved aside first, under a name that says it is the previous version
+(`.NAME.prev-*`), and deleted only after the new one is in place. A writer killed between the two
+renames leaves the previous version to be put back, never removed (`restore_or_remove_abandoned`).
 """
 
 from __future__ import annotations
@@ -25,20 +27,27 @@ from pathlib import Path
 from hsicli.errors import HsiError, OutputExistsError, StoreError
 
 TMP_MARK = ".tmp-"
+PREV_MARK = ".prev-"  # a replaced store moved aside while its replacement goes in
 # `.NAME.tmp-PID.START.HOST-RANDOM`: the writer's process id, its start time (clock ticks after
 # boot) and a hash of its host name, so a leftover's writer can be told dead or alive.
-_WRITER = re.compile(re.escape(TMP_MARK) + r"(\d+)\.(\d+)\.([0-9a-f]{8})-[0-9a-f]{8}$")
+_WRITER = re.compile(r"(?:\.tmp-|\.prev-)(\d+)\.(\d+)\.([0-9a-f]{8})-[0-9a-f]{8}$")
 RUNNING, GONE, UNKNOWN = "running", "gone", "unknown"
 
 
-def temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path, mark: str = TMP_MARK) -> Path:
     """A hidden name in the same directory (same filesystem, so rename is atomic) naming its writer."""
     pid = os.getpid()
-    return path.parent / f".{path.name}{TMP_MARK}{pid}.{_start_ticks(pid) or 0}.{_host_hash()}-{uuid.uuid4().hex[:8]}"
+    return path.parent / f".{path.name}{mark}{pid}.{_start_ticks(pid) or 0}.{_host_hash()}-{uuid.uuid4().hex[:8]}"
 
 
 def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and TMP_MARK in path.name
+    return path.name.startswith(".") and (TMP_MARK in path.name or PREV_MARK in path.name)
+
+
+def previous_version_of(path: Path) -> Path | None:
+    """The artifact a `.NAME.prev-*` leftover was moved aside from, or None for another leftover."""
+    name = path.name
+    return path.parent / name[1 : name.rindex(PREV_MARK)] if name.startswith(".") and PREV_MARK in name else None
 
 
 def _host_hash() -> str:
@@ -81,7 +90,7 @@ def find_temporaries(path: Path, depth: int) -> list[Path]:
     directory, inside it down to `depth` levels (layers, shard markers). A temporary's own content
     is not searched."""
     path = Path(path)
-    found = sorted(path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"))
+    found = sorted(p for mark in (TMP_MARK, PREV_MARK) for p in path.parent.glob(f".{glob.escape(path.name)}{mark}*"))
     level = [path] if path.is_dir() and not path.is_symlink() else []
     for _ in range(depth):
         below = []
@@ -96,14 +105,22 @@ def find_temporaries(path: Path, depth: int) -> list[Path]:
     return found
 
 
-def remove_abandoned(temporaries: list[Path]) -> list[Path]:
-    """Remove the temporaries whose writer is GONE (never a running or unknown one); the removed."""
-    removed = []
+def restore_or_remove_abandoned(temporaries: list[Path]) -> list[tuple[Path, str]]:
+    """Deal with the temporaries whose writer is GONE (never a running or unknown one's): a
+    previous version whose artifact is missing (its replacement never went in) is renamed back,
+    every other one removed. Returns (temporary, "restored" or "removed") for each."""
+    done = []
     for path in temporaries:
-        if temporary_writer(path)[0] == GONE:
+        if temporary_writer(path)[0] != GONE:
+            continue
+        original = previous_version_of(path)
+        if original is not None and not original.exists():
+            os.rename(path, original)
+            done.append((path, "restored"))
+        else:
             _remove(path)
-            removed.append(path)
-    return removed
+            done.append((path, "removed"))
+    return done
 
 
 def check_writable(path: Path, overwrite: bool, what: str = "output") -> None:
@@ -186,7 +203,7 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
         if not tmp.is_dir():
             os.replace(tmp, final)  # a file is replaced in one atomic step: never a moment without it
         else:
-            old = temporary_sibling(final)
+            old = temporary_sibling(final, PREV_MARK)
             os.rename(final, old)
             os.rename(tmp, final)
             _remove(old)

@@ -17,7 +17,11 @@ _LAYER_DEPTH = 2  # temporaries inside a store: STORE/.X.tmp-*, STORE/splits/.NA
 def describe(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise StoreError(f"{path} does not exist", hint="check the path")
+        found = leftovers(path) if path.name else []
+        if not found:
+            raise StoreError(f"{path} does not exist", hint="check the path")
+        return {"kind": "missing", "path": str(path.absolute()), "temporaries": found,
+                "note": "not there, but interrupted commands left temporaries for it"}
     if is_temporary(path):
         writer, pid = temporary_writer(path)
         return {"kind": "incomplete", "path": str(path.absolute()), "writer": writer, "pid": pid,
@@ -107,9 +111,9 @@ def render(description: dict) -> str:
     """Plain-text rendering for humans (stderr)."""
     kind = description.get("kind")
     lines = [f"{description['path']}  ({kind})"]
-    if kind == "incomplete":
+    if kind in ("incomplete", "missing"):
         lines.append(f"  {description['note']}")
-        return "\n".join(lines)
+        return "\n".join(lines + render_leftovers(description.get("temporaries", [])))
     if kind != "scene":
         for key, value in description.items():
             if key not in ("path", "kind") and not isinstance(value, (dict, list)):
@@ -161,6 +165,7 @@ def render_leftovers(temporaries: list[dict]) -> list[str]:
         pid = f" {entry['pid']}" if entry["pid"] is not None else ""
         lines.append(f"    {entry['path']}  writer{pid}: {entry['writer']}")
     if any(entry["writer"] == GONE for entry in temporaries):
-        lines.append("  `hsi info --clean` removes those whose writer is gone")
+        lines.append("  `hsi info --clean` removes those whose writer is gone (a replaced store whose "
+                     "replacement never went in is put back)")
     return lines
 
