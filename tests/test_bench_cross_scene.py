@@ -1,0 +1,40 @@
+"""The cross-scene benchmark's Jasper Ridge labels: argmax of the abundances where the largest is ≥ 0.8,
+in MATLAB's column-major pixel order (benchmarks/bench_cross_scene.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
+    spec = importlib.util.spec_from_file_location("bench_cross_scene", BENCHMARKS / "bench_cross_scene.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_abundance_labels_threshold_and_column_major_order(bench):
+    # 3 endmembers × 6 pixels of a 2 × 3 scene; pixel p lies at row p % 2, column p // 2.
+    abundances = np.array([
+        [0.90, 0.10, 0.80, 0.50, 0.00, 0.20],
+        [0.05, 0.85, 0.10, 0.30, 0.21, 0.79],
+        [0.05, 0.05, 0.10, 0.20, 0.79, 0.01],
+    ])
+    labels = bench.abundance_labels(abundances, n_row=2, n_col=3)
+    # pixel 0: endmember 0 (0.9); 1: endmember 1; 2: exactly 0.8 counts; 3: no endmember dominates;
+    # 4: 0.79 is below the threshold; 5: likewise.
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, [[1, 1, 0], [2, 0, 0]])
+
+
+def test_abundance_labels_threshold_is_a_parameter_and_shape_is_checked(bench):
+    abundances = np.array([[0.6, 0.3], [0.4, 0.7]])
+    np.testing.assert_array_equal(bench.abundance_labels(abundances, 1, 2, threshold=0.5), [[1, 2]])
+    with pytest.raises(ValueError, match="do not cover"):
+        bench.abundance_labels(abundances, 2, 2)
