@@ -41,6 +41,8 @@ TINY = {
     "litec2anet": ("litec2anet", 5, {}),
     "spectralformer": ("spectralformer", 3, {"dim": 16, "depth": 2, "heads": 2, "mlp_dim": 8}),
     "ssrn": ("ssrn", 5, {"spectral_kernels": 4, "spectral_maps": 8, "spatial_kernels": 4}),
+    "ssftt": ("ssftt", 7, {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}),
+    "a2s2k": ("a2s2k", 5, {"kernels": 4}),
 }
 
 

@@ -1,6 +1,9 @@
-"""HybridSN, SSRN and SpectralFormer: shapes, parameter budgets, wiring, gradients, registry."""
+"""HybridSN, SSRN, SpectralFormer, SSFTT and A2S2K-ResNet: shapes, parameter budgets, wiring, gradients, registry."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,17 +11,20 @@ from torch import nn
 
 from hsicli.errors import HsiError
 from hsicli.models import create_model, get_model_spec, list_models
+from hsicli.models.complexity import measure_macs
 from hsicli.models.spectralformer import GroupwiseSpectralEmbedding
 
 torch.set_num_threads(1)
 
-NAMES = ("hybridsn", "ssrn", "spectralformer")
+NAMES = ("hybridsn", "ssrn", "spectralformer", "ssftt", "a2s2k")
 
 # Small architectures for fast wiring and gradient checks (bands, classes, patch, args).
 SMALL = {
     "hybridsn": (16, 5, 11, {"conv3d_channels": [2, 3, 4], "conv2d_channels": 6, "hidden": [12, 8]}),
     "ssrn": (20, 5, 5, {"spectral_kernels": 4, "spectral_maps": 8, "spatial_kernels": 4}),
     "spectralformer": (12, 5, 3, {"dim": 16, "depth": 4, "heads": 2, "mlp_dim": 8}),
+    "ssftt": (8, 5, 7, {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}),
+    "a2s2k": (15, 5, 5, {"kernels": 4}),
 }
 
 
@@ -26,10 +32,15 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def window(name: str, patch: int) -> dict[str, int]:
+    """The patch argument, for the architectures whose layers depend on it."""
+    return {"patch": patch} if get_model_spec(name).takes_patch else {}
+
+
 def small_model(name: str, seed: int = 0, **extra) -> tuple[nn.Module, torch.Tensor]:
     bands, classes, patch, args = SMALL[name]
     torch.manual_seed(seed)
-    model = create_model(name, bands, classes, patch=patch, **args, **extra)
+    model = create_model(name, bands, classes, **window(name, patch), **args, **extra)
     x = torch.randn(6, bands, patch, patch)
     return model, x
 
@@ -71,7 +82,7 @@ def spectralformer_count(bands, classes, pixels, group=3, dim=64, depth=5, mlp=8
 @pytest.mark.parametrize(("bands", "patch", "classes"), [(30, 9, 16), (15, 11, 3)])
 def test_output_shapes(name, bands, patch, classes):
     torch.manual_seed(0)
-    model = create_model(name, bands, classes, patch=patch).eval()
+    model = create_model(name, bands, classes, **window(name, patch)).eval()
     x = torch.randn(3, bands, patch, patch)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -225,6 +236,66 @@ def test_caf_skip_comes_from_the_input_of_layer_l_minus_2():
     assert not torch.allclose(inputs[1], inputs[0])
 
 
+def test_ssftt_parameters_and_macs_match_the_authors_code():
+    """Reference: zgr6010/HSI_SSFTT, cls_SSFTT_IP/SSFTTnet.py, SSFTTnet() for 30 PCA bands, 16
+    classes, 13×13 windows, layer by layer: Conv3d 1->8 3×3×3 (224) + BN (16); Conv2d 8·28->64 3×3
+    (129,088) + BN (128); W_a 4×64 (256), W_v 64×64 (4,096); positions 5×64 (320), class token 64;
+    encoder: 2 LayerNorms (256), qkv 64->192 (12,480), out 64->64 (4,160), MLP 64->8->64 (1,096);
+    Linear 64->16 (1,040): 153,224. MACs: conv3d 8·28·11·11·27 (731,808), conv2d 64·9·9·224·9
+    (10,450,944), tokenizer 81·64·(4+64) + 4·81·64 (373,248), encoder on 5 tokens 5·64·(192+64+16)
+    + 2·8·5·5·8 (90,240), head 1,024: 11,647,264 (a throwaway copy of the authors' module, counted
+    by hsicli.models.complexity, gives both figures)."""
+    model = create_model("ssftt", 30, 16).eval()
+    assert n_params(model) == 153_224
+    assert measure_macs(model, (30, 13, 13)).total == 11_647_264
+    assert model.num_features == 64
+
+
+def a2s2k_reference_count(bands, classes, k=24, maps=128):
+    """suvojit-0x55aa/A2S2K-ResNet, A2S2KResNet/A2S2KResNet.py, S3KAIResNet(band, classes, 2) with
+    PARAM_KERNEL_SIZE 24, layer by layer (every BN has 2 k parameters, the ECA conv 9)."""
+    remaining = -(-(bands - 6) // 2)  # the code's kernel_3d
+    reduced = bands // 2
+    stem = (7 * k + k) + (63 * k + k) + 2 * 2 * k  # 1×1×7, 3×3×7, their BNs
+    attention = (k * reduced + reduced) + (reduced * k + k)  # conv_se, conv_ex (one, used twice)
+    spectral_conv, spatial_conv = 7 * k * k + k, 9 * k * k + k
+    start = 2 * spectral_conv + 2 * 2 * k + 9  # conv1, conv2, bn1, bn2, ECA
+    later = [2 * conv + 3 * 2 * k + 9 for conv in (spectral_conv, spatial_conv, spatial_conv)]  # + bn0
+    collapse = remaining * k * maps + maps + 2 * maps
+    spatial_stem = 9 * maps * k + k + 2 * k
+    return stem + attention + start + sum(later) + collapse + spatial_stem + k * classes + classes
+
+
+def test_a2s2k_parameters_and_macs_within_one_percent_of_the_authors_code():
+    # The reference figures (also those of a throwaway copy of the authors' module): 370,856 for
+    # Indian Pines (200 bands, 16 classes) and 220,824 for Pavia University (103, 9), which is
+    # Lite-C2ANet's Table 7 (220.82 K). Ours adds the paper's second excitation (24 · T//2 + 24)
+    # and drops weights the code never uses (its 3×3 ECA's outer taps, two unused BNs); see the
+    # module docstring.
+    assert a2s2k_reference_count(200, 16) == 370_856
+    assert a2s2k_reference_count(103, 9) == 220_824
+    for bands, classes in ((200, 16), (103, 9), (204, 16), (30, 16)):
+        reference = a2s2k_reference_count(bands, classes)
+        ours = n_params(create_model("a2s2k", bands, classes))
+        assert ours == reference + (24 * (bands // 2) + 24) - 4 * 6 - 2 * 48
+        assert ours == pytest.approx(reference, rel=0.01)
+    # MACs for 9×9 windows of 200 bands: the code's 166,433,424 less its ECA's outer taps.
+    model = create_model("a2s2k", 200, 16).eval()
+    assert measure_macs(model, (200, 9, 9)).total == 166_433_424 - 4 * 24 * 6
+
+
+def test_a2s2k_branch_attention_depends_on_the_input():
+    # The authors' code softmaxes one excitation against itself (always 0.5 / 0.5); ours must not.
+    model, x = small_model("a2s2k")
+    model.eval()
+    weights: list[torch.Tensor] = []
+    model.excite.register_forward_hook(lambda _m, _i, out: weights.append(out.unflatten(1, (2, -1)).softmax(1)))
+    with torch.no_grad():
+        model(x)
+    assert not torch.allclose(weights[0], torch.full_like(weights[0], 0.5), atol=1e-3)
+    assert not torch.allclose(weights[0][0], weights[0][1])
+
+
 def test_registry_lists_them_with_paper_protocols():
     patch_models = list_models("patch")
     for name in NAMES:
@@ -232,12 +303,14 @@ def test_registry_lists_them_with_paper_protocols():
         spec = get_model_spec(name)
         assert spec.kind == "patch"
         assert spec.description
-    h, s, f = (get_model_spec(n).defaults for n in NAMES)
+    h, s, f, t, a = (get_model_spec(n).defaults for n in NAMES)
     assert (h.patch, h.optimizer, h.lr, h.batch_size, h.epochs) == (25, "adam", 1e-3, 256, 100)
     assert (s.patch, s.optimizer, s.lr, s.batch_size, s.epochs) == (7, "rmsprop", 3e-4, 16, 200)
     assert (f.patch, f.optimizer, f.lr, f.weight_decay, f.batch_size, f.epochs) == (
         7, "adam", 5e-4, 5e-3, 64, 300,
     )
+    assert (t.patch, t.optimizer, t.lr, t.weight_decay, t.batch_size, t.epochs) == (13, "adam", 1e-3, 0.0, 64, 100)
+    assert (a.patch, a.optimizer, a.lr, a.batch_size, a.epochs, a.patience) == (9, "adam", 1e-3, 32, 200, 20)
 
 
 @pytest.mark.parametrize(
@@ -251,6 +324,9 @@ def test_registry_lists_them_with_paper_protocols():
         ("spectralformer", 30, {"group_size": 2}),
         ("spectralformer", 30, {"input_mode": "cube"}),
         ("spectralformer", 30, {"heads": 5}),
+        ("ssftt", 2, {}),
+        ("ssftt", 30, {"heads": 5}),
+        ("a2s2k", 6, {}),
     ],
 )
 def test_impossible_configurations_are_clear_errors(name, bands, args):
@@ -261,3 +337,27 @@ def test_impossible_configurations_are_clear_errors(name, bands, args):
 def test_unknown_argument_is_an_error():
     with pytest.raises(HsiError, match="unknown argument"):
         create_model("ssrn", 30, 4, kernels=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("ssftt", {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}), ("a2s2k", {"kernels": 4})],
+)
+def test_pipe_trains_predicts_evaluates_and_plots(name, args, synthetic_scene, cli, tmp_path):
+    # Shrunk by --model-args so that an epoch takes milliseconds; the paper's window (--patch default).
+    synthetic_scene("scene.mat", bands=12)
+    steps = [("prep", "scene.mat"), ("split", "--ratio", "0.3"),
+             ("train", "--model", name, "--epochs", "1", "--threads", "1", "--model-args", json.dumps(args)),
+             ("predict", "--threads", "1"), ("evaluate",)]
+    outputs = [""]
+    for step in steps:
+        done = cli(*step, input=outputs[-1])
+        assert done.exit_code == 0, (step, done.stderr)
+        outputs.append(done.stdout.strip())
+    checkpoint, prediction, metrics_path = (Path(p) for p in outputs[3:])
+    assert checkpoint.suffix == ".safetensors" and f"-{name}-" in checkpoint.name
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["model"] == name and metrics["n"] > 0 and 0 <= metrics["oa"] <= 1
+    figure = cli("plot", "map", prediction, "--with-gt")
+    assert figure.exit_code == 0, figure.stderr
+    assert Path(figure.stdout.strip()).suffix == ".png" and Path(figure.stdout.strip()).stat().st_size > 0
