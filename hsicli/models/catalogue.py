@@ -61,6 +61,10 @@ def _count(name: str, bands: int, classes: int, patch: int | None, model_args: d
             "arguments": model_arguments(spec)}
 
 
+def _unchecked(spec: ModelSpec, **sizes: Any) -> None:
+    """No bound: the default input fits every model."""
+
+
 def _stored_rows() -> dict[str, dict[str, Any]]:
     try:
         stored = json.loads(STORED_ROWS.read_text())
@@ -73,7 +77,7 @@ def _stored_rows() -> dict[str, dict[str, Any]]:
 
 def describe_models(names: list[str] | None, *, bands: int = DEFAULT_BANDS, classes: int = DEFAULT_CLASSES,
                     patch: int | None = None, model_args: dict[str, Any] | None = None,
-                    check: Callable[..., None] = lambda spec, **sizes: None) -> list[dict[str, Any]]:
+                    check: Callable[..., None] = _unchecked) -> list[dict[str, Any]]:
     """One row per model (all registered models by default), in JSON types. `check(spec, bands=,
     classes=, patch=, model_args=)` runs before a model is built to be counted (a memory bound)."""
     if (bands, classes, patch, model_args or None) == (DEFAULT_BANDS, DEFAULT_CLASSES, None, None):
@@ -86,7 +90,7 @@ def describe_models(names: list[str] | None, *, bands: int = DEFAULT_BANDS, clas
 
 def write_stored_rows(path: Path = STORED_ROWS) -> None:
     """Count every registered model for the default input and store the rows."""
-    rows = [_count(name, DEFAULT_BANDS, DEFAULT_CLASSES, None, {}) for name in list_models()]
+    rows = [_count(name, DEFAULT_BANDS, DEFAULT_CLASSES, None, {}, _unchecked) for name in list_models()]
     path.write_text(json.dumps({"bands": DEFAULT_BANDS, "classes": DEFAULT_CLASSES, "models": rows}, indent=1) + "\n")
 
 
