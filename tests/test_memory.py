@@ -135,6 +135,18 @@ def test_a_run_that_fits_is_not_refused():
                               amp=False)  # Pavia University at the paper's settings: well under 1 GB
 
 
+def test_predicting_a_scene_whose_row_blocks_cannot_fit_is_refused():
+    from pathlib import Path
+
+    from hsicli.engine.memory import require_scene_prediction_fits
+    from hsicli.errors import HsiError
+
+    source = Path("run.safetensors")
+    require_scene_prediction_fits(source, shape=(610, 340, 103), patch=9, classes=9)  # Pavia University
+    with pytest.raises(HsiError, match="predicting a 1000000×1000000×30 scene with run.safetensors"):
+        require_scene_prediction_fits(source, shape=(10**6, 10**6, 30), patch=9, classes=9)
+
+
 def _saved_floats(name: str, bands: int, patch: int, batch: int = 2) -> float:
     """Floats autograd saves for the backward pass per sample, measured on the meta device."""
     import torch

@@ -127,6 +127,19 @@ def require_prediction_fits(source: Path, *, bands: int, patch: int, batch: int,
             hint="use a smaller --batch-size; a checkpoint that records such an input is damaged")
 
 
+def require_scene_prediction_fits(source: Path, *, shape: tuple[int, int, int], patch: int, classes: int) -> None:
+    """Refuse to predict a scene whose row blocks could not fit: the pixel mask and ground truth
+    (a byte per pixel each, at least), ROW_BLOCK rows of the cube padded by the patch radius, and
+    their class probabilities (computed, then written)."""
+    from hsicli.store.prediction import ROW_BLOCK
+
+    height, width, bands = shape
+    rows = min(ROW_BLOCK, height)
+    need = 2 * height * width + padded_bytes(rows, width, bands, patch) + 2 * rows * width * classes * FLOAT32
+    require(need, f"predicting a {height}×{width}×{bands} scene with {source.name} ({patch}×{patch} windows, "
+            f"{classes} classes)", hint="crop the scene (hsi prep) or predict on a machine with more memory")
+
+
 def require_model_fits(spec, *, bands: int, classes: int, patch: int, model_args: dict) -> None:
     """Refuse to build a model whose weights and one input window could not fit (`hsi models`
     counts them on a real model): the weights are counted on torch's meta device first."""

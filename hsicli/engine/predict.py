@@ -238,6 +238,8 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
 
         on_message(describe(classifier.model, classifier.device))
     store, own = open_scene_for(classifier, options.store)
+    memory.require_scene_prediction_fits(classifier.path, shape=store.shape, patch=classifier.patch,
+                                         classes=classifier.n_classes)
     store.verify()
     height, width, _ = store.shape
     selection = pixel_selection(store, options.pixels, classifier, own)
