@@ -84,7 +84,8 @@ def test_metadata_reads_with_safe_open_alone(checkpoint):
     read = json.loads(done.stdout)
     metadata, shapes = read["metadata"], read["shapes"]
     assert metadata["model"] == "hybridsn"
-    assert metadata["model_args"] == TINY
+    # Every architecture argument is stored, those left at their default too (issue 18).
+    assert metadata["model_args"] == {**TINY, "dropout": 0.4}
     assert metadata["class_names"] == ["a", "b", "c"]
     assert metadata["input"]["bands"] == 8 and metadata["input"]["patch"] == 5
     training = metadata["training"]

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hsicli.errors import HsiError, UsageError
+from hsicli.store.record import SEED_MAX
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,6 @@ def ranged_option(*names: str, help: str, ge: float | None = None, gt: float | N
     return typer.Option(*names, help=f"{help} [{allowed}]", callback=allowed.check, **options)
 
 
-SEED_MAX = 2**32 - 1  # the largest random_state scikit-learn accepts
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 ThreadsOpt = Annotated[

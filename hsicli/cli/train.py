@@ -1,9 +1,15 @@
-"""`hsi train`: train a registered model on a scene store's split."""
+"""`hsi train`: train a registered model on a scene store's split.
+
+Its options are not listed here: every setting of a run is declared once, in the run record
+(hsicli/store/record.py), and `record_options` turns each declared flag into a typer option.
+"""
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -11,67 +17,47 @@ from hsicli.cli import completion
 from hsicli.cli.common import (
     JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, command_line, emit, read_input_path,
 )
-from hsicli.cli.options import AmpOpt, DeviceOpt, SeedOpt, ThreadsOpt, layer_name_option, ranged_option
+from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 from hsicli.errors import UsageError
+from hsicli.store.record import RunRecord, TrainDefaults, flagged
+
+# How a declared type is written on the command line: JSON for the model's arguments, a path for --init.
+_CLI_TYPES = {"model_args": Optional[str], "init": Optional[Path]}
+# What the shell completes a declared option with.
+_COMPLETIONS = {"model": completion.model_names, "split": completion.split_names,
+                "labels": completion.label_layer_names, "init": completion.checkpoints}
 
 
-def train(
-    store: StoreOrLayerArg = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model (see `hsi models`).",
-                                                 autocompletion=completion.model_names)] = "svm",
-    model_args: Annotated[
-        Optional[str], typer.Option("--model-args", help='Architecture arguments as JSON, e.g. \'{"layers": 1}\'.')
-    ] = None,
-    split: Annotated[Optional[str], layer_name_option("--split", help="Split layer (default: the piped or only one).",
-                                                                      autocompletion=completion.split_names)] = None,
-    labels: Annotated[Optional[str], layer_name_option("--labels", help="Pseudo-label layer to train on.",
-                                                                       autocompletion=completion.label_layer_names)] = None,
-    epochs: Annotated[Optional[int], ranged_option("--epochs", ge=1, help="Epochs (default: the paper's).")] = None,
-    batch_size: Annotated[Optional[int], ranged_option("--batch-size", ge=1, help="Batch size (default: the paper's).")] = None,
-    lr: Annotated[Optional[float], ranged_option("--lr", gt=0.0, help="Learning rate (default: the paper's).")] = None,
-    weight_decay: Annotated[Optional[float], ranged_option("--weight-decay", ge=0.0, help="Weight decay (default: the paper's).")] = None,
-    patch: Annotated[Optional[int], ranged_option("--patch", ge=1, help="Patch / window size, odd (default: the paper's).")] = None,
-    augment: Annotated[
-        Optional[bool], typer.Option("--augment/--no-augment", help="CLAReSNet §III-B augmentations.")
-    ] = None,
-    schedule: Annotated[
-        Optional[str],
-        typer.Option("--schedule", help="Learning-rate schedule: constant, step or cosine (default: the paper's)."),
-    ] = None,
-    warmup: Annotated[
-        Optional[int], ranged_option("--warmup", ge=0, help="Epochs of linear learning-rate warm-up (default: the paper's, 0).")
-    ] = None,
-    clip_grad: Annotated[
-        Optional[float], ranged_option("--clip-grad", gt=0.0, help="Clip the gradients' global L2 norm to this (default: off).")
-    ] = None,
-    ema: Annotated[
-        Optional[float],
-        ranged_option("--ema", gt=0.0, lt=1.0, help="Average the weights exponentially with this decay per step (e.g. 0.999); validation, "
-                     "the best epoch and the checkpoint use the average (default: off)."),
-    ] = None,
-    seed: SeedOpt = 0,
-    patience: Annotated[
-        Optional[int], ranged_option("--patience", ge=1, help="Stop after N epochs without validation improvement.")
-    ] = None,
-    class_weights: Annotated[
-        str, typer.Option("--class-weights", help="'none' or 'balanced' (inverse class frequency).")
-    ] = "none",
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint's weights.",
-                                                                 autocompletion=completion.checkpoints)] = None,
-    log_file: Annotated[Optional[Path], typer.Option("--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).",
-                                                                        autocompletion=completion.json_lines_files)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")] = False,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    amp: AmpOpt = False,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+def record_options() -> list[inspect.Parameter]:
+    """One keyword parameter per declared flag of the run record, defaulting to None (not given:
+    the --like checkpoint's value, else the model's paper default)."""
+    parameters = []
+    for owner in (RunRecord, TrainDefaults):
+        hints = typing.get_type_hints(owner)
+        for f in flagged(owner):
+            declared = hints[f.name]
+            base = next((a for a in typing.get_args(declared) if a is not type(None)), declared)
+            kind = _CLI_TYPES.get(f.name, Optional[base])
+            names = [f.metadata["flag"]] + (["-m"] if f.name == "model" else [])
+            bounds, help, complete = f.metadata["range"], f.metadata["help"], _COMPLETIONS.get(f.name)
+            if bounds:
+                option = ranged_option(*names, help=help, show_default=False, **bounds)
+            elif f.metadata["layer_name"]:
+                option = layer_name_option(*names, help=help, autocompletion=complete)
+            else:
+                option = typer.Option(*names, help=help, show_default=False, autocompletion=complete)
+            parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                                annotation=Annotated[kind, option]))
+    return parameters
+
+
+def train(store: Optional[str] = None, **settings: Any) -> None:
     """Train a model and write a checkpoint (.safetensors).
 
     Example: hsi prep ip.mat --pca 30 | hsi split --ratio 0.72 | hsi train --model claresnet
+
+    `hsi train STORE --like CKPT` repeats the run recorded in CKPT (`hsi info CKPT` shows it);
+    options given as well override the recorded settings.
 
     Data-parallel when launched by torchrun or srun (`torchrun --nproc_per_node 4 -m hsicli train …`):
     --batch-size stays the global batch; rank 0 writes the checkpoint. On SIGTERM or SIGUSR1 the run
@@ -83,17 +69,13 @@ def train(
     from hsicli.cli.options import parse_json_object
     from hsicli.engine.train import TrainOptions, train as run_training
 
-    architecture = parse_json_object(model_args, "--model-args")
-    _check_window(model, *(("--patch", patch) if patch is not None else ("--model-args patch", architecture.get("patch"))))
-    log = Log(quiet)
+    log_file, json_out = settings.pop("log_file"), settings.pop("json_out")
+    log = Log(settings.pop("quiet"))
+    if settings["model_args"] is not None:
+        settings["model_args"] = parse_json_object(settings["model_args"], "--model-args")
+    _check_window(settings)
     path = read_input_path(store, "scene store")
-    options = TrainOptions(
-        model=model, model_args=architecture, split=split, labels=labels,
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patch=patch, patience=patience,
-        augment=augment, schedule=schedule, warmup=warmup, clip_grad=clip_grad, ema=ema, seed=seed, device=device,
-        threads=threads, class_weights=class_weights, amp=amp, init=init, log=log_file, resume=resume, out=out,
-        overwrite=overwrite,
-    )
+    options = TrainOptions(**settings, log=log_file)
     log_handle = open(log_file, "a") if log_file else None
 
     def on_epoch(entry: dict) -> None:
@@ -115,15 +97,53 @@ def train(
         emit(result.path, json_out, **result.summary)
 
 
-def _check_window(model: str, flag: str, patch: object) -> None:
+def _check_window(settings: dict[str, Any]) -> None:
     """The patch size against what the model reads, before any data: a usage error naming --patch."""
     from hsicli.models.registry import get_model_spec
 
-    spec = get_model_spec(model)
-    if patch is None or not spec.reads_windows:
+    patch, flag = settings["patch"], "--patch"
+    if patch is None:
+        patch, flag = (settings["model_args"] or {}).get("patch"), "--model-args patch"
+    if patch is None:
+        return
+    model = settings["model"]
+    if model is None and settings["like"] is not None:
+        from hsicli.store.checkpoint import Checkpoint
+
+        model = Checkpoint.open(settings["like"]).record.model
+    spec = get_model_spec(model or RunRecord.model)
+    if not spec.reads_windows:
         return
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
         raise UsageError(f"{flag} {patch!r} is not a window size", hint="give the size with --patch, e.g. --patch 9")
     if patch % 2 == 0:
-        raise UsageError(f"{flag} {patch}: {model} reads a window centred on each pixel, so its size must be odd",
+        raise UsageError(f"{flag} {patch}: {spec.name} reads a window centred on each pixel, so its size must be odd",
                          hint=f"use --patch {patch - 1} or --patch {patch + 1}")
+
+
+def _execution_options() -> list[inspect.Parameter]:
+    """How to run (not what the run is): never recorded, never replayed by --like."""
+    declared = {
+        "like": Annotated[Optional[Path], typer.Option(
+            "--like", help="Repeat the run recorded in this checkpoint; options given override it.",
+            autocompletion=completion.checkpoints)],
+        "log_file": Annotated[Optional[Path], typer.Option(
+            "--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).",
+            autocompletion=completion.json_lines_files)],
+        "resume": Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")],
+        "device": DeviceOpt,
+        "threads": ThreadsOpt,
+        "out": OutOpt,
+        "overwrite": OverwriteOpt,
+        "json_out": JsonOpt,
+        "quiet": QuietOpt,
+    }
+    defaults = {"device": "auto", "resume": False, "overwrite": False, "json_out": False, "quiet": False}
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name), annotation=kind)
+            for name, kind in declared.items()]
+
+
+_PARAMETERS = [inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                 annotation=StoreOrLayerArg), *record_options(), *_execution_options()]
+train.__signature__ = inspect.Signature(_PARAMETERS)
+train.__annotations__ = {p.name: p.annotation for p in _PARAMETERS}

@@ -34,7 +34,7 @@ from hsicli.engine import memory, shards
 from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
-from hsicli.store.checkpoint import load_arrays, read_header, require_checkpoint, training_setup
+from hsicli.store.checkpoint import Checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
 from hsicli.store.provenance import describe_file, now, record
@@ -72,36 +72,35 @@ class Classifier:
 
     def __init__(self, checkpoint: Path, options: PredictOptions):
         self.path = Path(checkpoint)
-        header, self.meta = read_header(self.path)
-        require_checkpoint(self.path, self.meta)
-        self.n_classes = len(self.meta["class_names"])
-        self.bands = int(self.meta["input"]["bands"])
-        self.patch = int(self.meta["input"]["patch"])
-        hyper = self.meta["training"].get("hyper", {})
-        batch_size = options.batch_size or hyper.get("eval_batch_size", 256)
+        self.checkpoint = Checkpoint.open(self.path)
+        record = self.checkpoint.record
+        self.n_classes = len(self.checkpoint.class_names)
+        self.bands = self.checkpoint.input.bands
+        self.patch = self.checkpoint.input.patch
+        batch_size = options.batch_size or record.hyper.eval_batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise StoreError(f"{self.path} records an evaluation batch size of {batch_size!r}",
                              hint="the checkpoint is damaged; give one with --batch-size")
         self.batch_size = batch_size
+        tensors = self.checkpoint.tensors
         memory.require_prediction_fits(self.path, bands=self.bands, patch=self.patch, batch=self.batch_size,
-                                       weights=memory.weights_bytes(header))
-        self.spec = get_model_spec(self.meta["model"])
-        tensors = "est" if any(k.startswith("est.") for k in header) else "model" if header else "no"
-        if (tensors == "est") != (self.spec.kind == "spectral"):
-            raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {tensors} tensors",
+                                       weights=memory.weights_bytes(tensors))
+        self.spec = get_model_spec(record.model)
+        kind = "est" if any(k.startswith("est.") for k in tensors) else "model" if tensors else "no"
+        if (kind == "est") != (self.spec.kind == "spectral"):
+            raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {kind} tensors",
                              hint="the checkpoint's metadata and weights disagree; train the model again")
         if self.spec.reads_windows and self.patch % 2 == 0:
             raise StoreError(f"{self.path} records an even patch size, {self.patch}; {self.spec.name} reads windows "
                              "centred on a pixel", hint="the checkpoint is damaged; train the model again")
-        arrays, _ = load_arrays(self.path)
+        arrays = self.checkpoint.arrays()
         self.options = options
         self.pixel_stage = None  # the model's per-pixel leading layers, if it has them
         if self.spec.kind == "spectral":
             from hsicli.models.classical import estimator_from_arrays
 
             estimator_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("est.")}
-            self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays,
-                                                   self.meta["training"].get("estimator"))
+            self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays, self.checkpoint.estimator)
             self.patch = 1
             # Class indices 0..C-1; a class without training pixels is absent from the estimator.
             self.classes = self.estimator.classes_.astype(np.int64)
@@ -120,7 +119,7 @@ class Classifier:
                 torch.set_num_threads(options.threads)
             self.device = select_device(options.device)
             keep_freed_memory()
-            self.model = create_model(self.spec.name, self.bands, self.n_classes, **self.meta["model_args"])
+            self.model = create_model(self.spec.name, self.bands, self.n_classes, **record.model_args)
             load_weights(self.model, arrays, "model.", self.path)
             self.model.to(self.device).eval()
             self.pixel_stage = getattr(self.model, "pixel_stage", None)
@@ -196,7 +195,7 @@ def default_prediction_path(checkpoint: Path, store: SceneStore, own_store: bool
 
 def open_scene_for(classifier: Classifier, requested: Path | None) -> tuple[SceneStore, bool]:
     """The scene to predict: the given store (same preprocessing required) or the training store."""
-    recorded = classifier.meta["source_store"]
+    recorded = classifier.checkpoint.source_store
     store = SceneStore.open(Path(requested) if requested else Path(recorded["path"]))
     own = store.fingerprint == recorded.get("fingerprint")
     if requested is None and not own:
@@ -209,7 +208,7 @@ def open_scene_for(classifier: Classifier, requested: Path | None) -> tuple[Scen
             f"{store.path} has {store.shape[2]} bands, {classifier.path.name} expects {classifier.bands}",
             hint="prep the scene with `hsi prep --like` the training store",
         )
-    expected = classifier.meta["input"].get("transform_fingerprint")
+    expected = classifier.checkpoint.input.transform_fingerprint
     if expected and store.attrs.get("transform_fingerprint") != expected:
         raise StoreError(
             f"{store.path} was preprocessed differently from the scene {classifier.path.name} was trained on",
@@ -254,14 +253,14 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str,
         "request_key": key,
         "pixel_set": options.pixels,
         "model": classifier.spec.name,
-        "training_setup": training_setup(classifier.meta),
-        "class_names": classifier.meta["class_names"],
-        "class_colors": classifier.meta["class_colors"],
+        "training_setup": training_setup(classifier.checkpoint),
+        "class_names": classifier.checkpoint.class_names,
+        "class_colors": classifier.checkpoint.class_colors,
         "checkpoint": checkpoint_record,
         "scene_store": store.describe(),
-        "split": classifier.meta["training"].get("split"),
-        "split_fingerprint": classifier.meta["training"].get("split_fingerprint"),
-        "labels": classifier.meta["training"].get("labels"),
+        "split": classifier.checkpoint.record.split,
+        "split_fingerprint": classifier.checkpoint.split_fingerprint,
+        "labels": classifier.checkpoint.record.labels,
     }
     if steps:
         return _sharded_step(out, attrs, classifier, store, selection, options, command, on_progress, on_message)
@@ -304,7 +303,7 @@ def pixel_selection(store: SceneStore, pixels: str, classifier: Classifier, own:
         return np.ones(store.shape[:2], dtype=bool)
     if pixels == "labelled":
         return store.gt() > 0
-    split = classifier.meta["training"].get("split")
+    split = classifier.checkpoint.record.split
     if not split or split not in store.layer_names("splits"):
         raise StoreError(
             f"--pixels test needs the split {classifier.path.name} was trained on ({split or 'none recorded'}), "
@@ -312,7 +311,7 @@ def pixel_selection(store: SceneStore, pixels: str, classifier: Classifier, own:
             hint="predict --pixels labelled or all, or add the split to the store",
         )
     return labelled_test_mask(
-        store, split, classifier.meta["training"].get("split_fingerprint") if own else None, classifier.path.name,
+        store, split, classifier.checkpoint.split_fingerprint if own else None, classifier.path.name,
         hint="its test pixels may include training pixels: train again, or predict --pixels labelled",
     )
 

@@ -391,18 +391,20 @@ def progressive(
     """`iterations` rounds of pseudolabel → train (from the previous weights) → predict.
 
     Round K labels the scene from the previous round's prediction with τ + ζ·(K − 1), fine-tunes
-    the previous checkpoint on those labels (the model, its arguments, split, seed and training
-    settings are the first checkpoint's; `epochs` per round may differ) and predicts the scene.
+    the previous checkpoint on those labels (its whole run record is repeated: model, arguments,
+    split, seed and every training setting; only `epochs` per round may differ) and predicts the
+    scene.
     A round whose mask is empty (no eligible pixel reaches the threshold) keeps the
     previous checkpoint and prediction instead of fine-tuning on the training labels alone.
     Every round's layer, checkpoint and prediction stay on disk under their default names, and a
-    re-run reuses the rounds already done (same layer, same training request, same checkpoint).
+    re-run reuses the rounds already done (same layer, same training request, same checkpoint) and
+    resumes a round's interrupted training after its last finished epoch.
     """
     from dataclasses import replace
 
     from hsicli.engine.predict import PredictOptions, default_prediction_path, predict
     from hsicli.engine.train import TrainOptions, train
-    from hsicli.store.checkpoint import load_arrays, read_header
+    from hsicli.store.checkpoint import Checkpoint, load_arrays
     from hsicli.store.prediction import PredictionStore
     from hsicli.store.provenance import file_sha256
     from hsicli.store.scene import SceneStore
@@ -430,23 +432,17 @@ def progressive(
             results.append(RoundResult(round_number, labels, checkpoint, current, trained=False,
                                        oa=test_accuracy(current)))
             continue
-        _, meta = read_header(checkpoint)
-        training = meta["training"]
-        hyper = training.get("hyper", {})
+        # The round repeats the run of the checkpoint it continues (`hsi train --like`), on the new
+        # labels, from its weights; a killed round resumes from its state file when run again.
         trained = train(
-            Path(meta["source_store"]["path"]),
-            TrainOptions(
-                model=meta["model"], model_args=meta.get("model_args", {}), split=training["split"],
-                labels=labels.name, epochs=options.epochs or hyper.get("epochs"),
-                batch_size=hyper.get("batch_size"), lr=hyper.get("lr"), weight_decay=hyper.get("weight_decay"),
-                patch=hyper.get("patch"), patience=hyper.get("patience"), augment=hyper.get("augment"),
-                seed=training.get("seed", 0), device=options.device, threads=options.threads,
-                class_weights=training.get("class_weights", "none"), amp=bool(training.get("amp")), init=checkpoint,
-            ),
+            Path(Checkpoint.open(checkpoint).source_store["path"]),
+            TrainOptions(like=checkpoint, labels=labels.name, init=checkpoint, epochs=options.epochs,
+                         device=options.device, threads=options.threads, resume=True),
             command=command,
             on_message=on_message,
         )
-        store = SceneStore.open(Path(meta["source_store"]["path"]))
+        model = Checkpoint.open(trained.path)
+        store = SceneStore.open(Path(model.source_store["path"]))
         existing = default_prediction_path(trained.path, store, True)
         if existing.exists() and (PredictionStore.open(existing).attrs.get("checkpoint") or {}).get(
                 "sha256") == file_sha256(trained.path):
@@ -454,7 +450,7 @@ def progressive(
             current = existing
         else:
             current = predict(trained.path, PredictOptions(device=options.device, threads=options.threads,
-                                                           amp=bool(training.get("amp"))),
+                                                           amp=model.record.amp),
                               command=command, on_message=on_message).path
         results.append(RoundResult(round_number, labels, trained.path, current, oa=test_accuracy(current)))
     return results

@@ -18,9 +18,9 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,42 +29,34 @@ from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.engine import distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
-from hsicli.models.registry import TrainDefaults, architecture_args, get_model_spec, with_overrides
+from hsicli.models.registry import ModelSpec, architecture_args, get_model_spec
 from hsicli.store.atomic import up_to_date
-from hsicli.store.checkpoint import load_arrays, read_header, require_checkpoint, save_arrays
+from hsicli.store.checkpoint import Checkpoint, load_arrays, read_header, require_checkpoint, save_arrays
+from hsicli.store.record import SCHEDULES, RunRecord, TrainDefaults, flagged, validate, with_overrides
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
 
 IGNORE = -1
 
 
-@dataclass
-class TrainOptions:
-    model: str
-    model_args: dict[str, Any] = field(default_factory=dict)
-    split: str | None = None
-    labels: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    patch: int | None = None
-    patience: int | None = None
-    augment: bool | None = None
-    schedule: str | None = None
-    warmup: int | None = None
-    clip_grad: float | None = None
-    ema: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    class_weights: str = "none"
-    amp: bool = False
-    init: Path | None = None
-    log: Path | None = None
-    resume: bool = False
-    out: Path | None = None
-    overwrite: bool = False
+def _train_options() -> type:
+    """The engine's input: every setting of the run record as given (None: not given, so the
+    `--like` checkpoint's value or the model's paper default applies), then how to run it."""
+    declared = [(f.name, Any, None) for f in fields(RunRecord) if f.name != "hyper"]
+    declared += [(f.name, Any, None) for f in flagged(TrainDefaults)]
+    execution = [
+        ("like", Optional[Path], None),  # repeat this checkpoint's run; given settings override its own
+        ("device", str, "auto"),
+        ("threads", Optional[int], None),
+        ("log", Optional[Path], None),
+        ("resume", bool, False),
+        ("out", Optional[Path], None),
+        ("overwrite", bool, False),
+    ]
+    return make_dataclass("TrainOptions", declared + execution, namespace={"__module__": __name__})
+
+
+TrainOptions = _train_options()
 
 
 @dataclass
@@ -136,27 +128,26 @@ def load_training_data(store: SceneStore, split_name: str, labels_layer: str | N
     )
 
 
-def _require_fits(spec, store: SceneStore, split_name: str, options: TrainOptions, hyper: TrainDefaults,
-                  world: distributed.World) -> None:
+def _require_fits(spec, store: SceneStore, split_name: str, run: RunRecord, world: distributed.World) -> None:
     """Before any data is read: the --init checkpoint against the model and the scene (from its
     header), and the memory the run needs against the memory available (hsicli.engine.memory)."""
     init_weights = 0
-    if options.init:
-        header, meta = read_header(options.init)
-        require_checkpoint(options.init, meta)
+    if run.init:
+        header, meta = read_header(Path(run.init))
+        require_checkpoint(Path(run.init), meta)
         recorded = (meta["model"], meta["input"]["bands"], len(meta["class_names"]))
         if recorded != (spec.name, store.shape[2], store.n_classes):
             raise StoreError(
-                f"{options.init} holds {recorded[0]} weights for {recorded[1]} bands and {recorded[2]} classes; "
+                f"{run.init} holds {recorded[0]} weights for {recorded[1]} bands and {recorded[2]} classes; "
                 f"this run trains {spec.name} on {store.shape[2]} bands and {store.n_classes} classes",
                 hint="start from a checkpoint of the same model trained on this kind of scene",
             )
         init_weights = memory.weights_bytes(header)
     counts = store.layer_attrs("splits", split_name).get("counts", {}).get("train")
-    batch = -(-hyper.batch_size // world.size)  # each process holds its share of the global batch
+    batch = -(-run.hyper.batch_size // world.size)  # each process holds its share of the global batch
     if isinstance(counts, list) and all(isinstance(n, int) for n in counts):
         batch = min(batch, max(sum(counts), 1))  # a batch never holds more pixels than the split trains on
-    memory.require_training_fits(spec, shape=store.shape, patch=hyper.patch, batch=batch, amp=options.amp,
+    memory.require_training_fits(spec, shape=store.shape, patch=run.hyper.patch, batch=batch, amp=run.amp,
                                  init_weights=init_weights)
 
 
@@ -171,19 +162,52 @@ def resume_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".resume.safetensors")
 
 
-def _request_key(store: SceneStore, options: TrainOptions, hyper: TrainDefaults, split: str) -> str:
-    """What determines the trained weights: the store's content, the split and every setting."""
+def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | None) -> tuple[RunRecord, ModelSpec]:
+    """The fully resolved record of the run `options` ask for: each setting as given, else as the
+    `--like` checkpoint ran it, else the model's paper default; every model argument resolved."""
+    like = Checkpoint.open(options.like).record if options.like else None
+    model = options.model or (like.model if like else RunRecord.model)
+    spec = get_model_spec(model)
+    same_model = like is not None and like.model == model
+    given_hyper = {f.name: getattr(options, f.name) for f in flagged(TrainDefaults)}
+    hyper = with_overrides(like.hyper if same_model else spec.defaults, **given_hyper)
+    given_args = dict(options.model_args or {})
+    if options.patch is None and "patch" in given_args:
+        hyper = with_overrides(hyper, patch=int(given_args["patch"]))
+    # The previous run's arguments stand unless given again; its window size follows --patch.
+    base_args = {k: v for k, v in like.model_args.items() if k != "patch"} if same_model else {}
+    validate(hyper)
+
+    def chosen(name: str) -> Any:
+        value = getattr(options, name)
+        if value is not None:
+            return value
+        return getattr(like, name) if like is not None else getattr(RunRecord, name)
+
+    init = options.init if options.init is not None else (like.init if like else None)
+    run = RunRecord(
+        model=model,
+        model_args=architecture_args(spec, hyper.patch, {**base_args, **given_args}),
+        split=resolve_split(store, options.split, piped_split or (like.split if like else None)),
+        labels=chosen("labels"),
+        seed=int(chosen("seed")),
+        class_weights=chosen("class_weights"),
+        amp=bool(chosen("amp")),
+        init=str(Path(init).absolute()) if init else None,
+        hyper=hyper,
+    )
+    validate(hyper, run)
+    return run, spec
+
+
+def _request_key(store: SceneStore, run: RunRecord) -> str:
+    """What determines the trained weights: the store's content, the split and the run record
+    (the --init checkpoint by its content, not its path)."""
     blob = {
         "store": store.fingerprint,
-        "split": store.layer_attrs("splits", split).get("fingerprint"),
-        "labels": store.layer_attrs("labels", options.labels).get("fingerprint") if options.labels else None,
-        "model": options.model,
-        "model_args": options.model_args,
-        "hyper": hyper.to_dict(),
-        "seed": options.seed,
-        "class_weights": options.class_weights,
-        "amp": options.amp,
-        "init": describe_file(options.init)["sha256"] if options.init else None,
+        "split": store.layer_attrs("splits", run.split).get("fingerprint"),
+        "labels": store.layer_attrs("labels", run.labels).get("fingerprint") if run.labels else None,
+        "record": {**asdict(run), "init": describe_file(Path(run.init))["sha256"] if run.init else None},
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -201,75 +225,51 @@ def train(
         on_epoch, on_message = (lambda record: None), (lambda message: None)
     _, layer_kind, layer_name = split_layer_path(Path(store_path))
     store = SceneStore.open(store_path)
-    split_name = resolve_split(store, options.split, layer_name if layer_kind == "splits" else None)
-    spec = get_model_spec(options.model)
-    hyper = with_overrides(
-        spec.defaults,
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        lr=options.lr,
-        weight_decay=options.weight_decay,
-        patch=options.patch,
-        patience=options.patience,
-        augment=options.augment,
-        scheduler=options.schedule,
-        warmup=options.warmup,
-        clip_grad=options.clip_grad,
-        ema=options.ema,
-    )
-    learning_rate(hyper, 1)  # an unknown schedule fails here, before any data is read
-    if options.patch is None and "patch" in options.model_args:
-        hyper = with_overrides(hyper, patch=int(options.model_args["patch"]))
-    options = replace(options, model_args=architecture_args(spec, hyper.patch, options.model_args))
-    if options.class_weights not in ("none", "balanced"):
-        raise HsiError(f"unknown --class-weights {options.class_weights!r}", hint="use none or balanced")
-    _require_fits(spec, store, split_name, options, hyper, world)
+    run, spec = resolve_run(options, store, layer_name if layer_kind == "splits" else None)
+    split_name, hyper = run.split, run.hyper
+    _require_fits(spec, store, split_name, run, world)
     out = Path(options.out) if options.out else default_checkpoint_path(
-        store, options.model, split_name, options.seed, options.labels
+        store, run.model, split_name, run.seed, run.labels
     )
     out = out.absolute()
-    key = _request_key(store, options, hyper, split_name)
+    key = _request_key(store, run)
     if up_to_date(out, key, lambda p: read_header(p)[1].get("request_key"), options.overwrite):
         on_message(f"{out} is up to date (same store, split and settings)")
-        return TrainResult(out, {"model": options.model}, reused=True, main=world.is_main)
-    data = load_training_data(store, split_name, options.labels)
+        return TrainResult(out, {"model": run.model}, reused=True, main=world.is_main)
+    data = load_training_data(store, split_name, run.labels)
     store.verify(cube=data.cube)  # the cube is read already: the check costs one hash
     on_message(
-        f"training {options.model} on {store.name}, split {split_name}: "
+        f"training {run.model} on {store.name}, split {split_name}: "
         f"{data.train_y.size} training and {data.val_y.size} validation pixels"
     )
     started = time.perf_counter()
     if spec.kind == "spectral":
         if not world.is_main:  # classical baselines fit on one process; the others have nothing to do
-            return TrainResult(out, {"model": options.model}, main=False)
-        arrays, training = _fit_classical(spec.name, data, store, options, hyper)
+            return TrainResult(out, {"model": run.model}, main=False)
+        arrays, training = _fit_classical(spec.name, data, store, run, options)
     else:
         try:
             with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
-                arrays, training = _fit_torch(spec, data, store, options, hyper, out, key, on_epoch, on_message,
+                arrays, training = _fit_torch(spec, data, store, run, options, out, key, on_epoch, on_message,
                                               world, preemption)
         except KeyboardInterrupt:
             raise Interrupted(f"training interrupted (Ctrl-C); {_kept_state(resume_path(out), key)}; "
                               "run the same command with --resume to continue") from None
         if not world.is_main:
-            return TrainResult(out, {"model": options.model}, main=False)
+            return TrainResult(out, {"model": run.model}, main=False)
+    recorded = run.to_metadata()
     training.update(
         seconds=round(time.perf_counter() - started, 3),
-        split=split_name,
         split_fingerprint=store.layer_attrs("splits", split_name).get("fingerprint"),
-        labels=options.labels,
-        **pseudo_label_record(store, options.labels),
-        seed=options.seed,
-        hyper=hyper.to_dict(),
-        class_weights=options.class_weights,
+        **recorded.pop("training"),
+        **pseudo_label_record(store, run.labels),
     )
     inputs = {"store": store.describe()}
-    if options.init:
-        inputs["init"] = describe_file(options.init)
+    if run.init:
+        inputs["init"] = describe_file(Path(run.init))
     metadata = {
-        "model": options.model,
+        **recorded,
         "model_kind": spec.kind,
-        "model_args": options.model_args,
         "class_names": store.class_names,
         "class_colors": store.class_colors,
         "input": {
@@ -287,7 +287,7 @@ def train(
     save_arrays(out, arrays, metadata, overwrite=options.overwrite)
     resume_path(out).unlink(missing_ok=True)
     summary = {
-        "model": options.model,
+        "model": run.model,
         "best_epoch": training.get("best_epoch"),
         "best_val_accuracy": training.get("best_val_accuracy"),
         "seconds": training["seconds"],
@@ -298,7 +298,7 @@ def train(
 # -- classical baselines ------------------------------------------------------------------------
 
 
-def _fit_classical(name, data: TrainingData, store, options: TrainOptions, hyper) -> tuple[dict, dict]:
+def _fit_classical(name, data: TrainingData, store, run: RunRecord, options: TrainOptions) -> tuple[dict, dict]:
     from hsicli.models.classical import estimator_to_arrays
     from hsicli.models.registry import create_model
 
@@ -307,7 +307,7 @@ def _fit_classical(name, data: TrainingData, store, options: TrainOptions, hyper
     from threadpoolctl import threadpool_limits
 
     cube = data.cube
-    estimator = create_model(name, store.shape[2], store.n_classes, seed=options.seed, **options.model_args)
+    estimator = create_model(name, store.shape[2], store.n_classes, seed=run.seed, **run.model_args)
     x_train = cube[data.train_rows, data.train_cols]
     # --threads bounds OpenMP/BLAS pools too (histogram boosting oversubscribes a busy machine).
     with threadpool_limits(limits=options.threads), warnings.catch_warnings():
@@ -383,23 +383,20 @@ def build_optimizer(parameters, hyper: TrainDefaults):
     raise HsiError(f"unknown optimiser {hyper.optimizer!r}", hint="use adam, adamw, sgd or rmsprop")
 
 
-SCHEDULES = ("constant", "step", "cosine")
-
-
 def learning_rate(hyper: TrainDefaults, epoch: int) -> float:
     """The learning rate of 1-based `epoch`: a pure function of the epoch, so resuming needs no
     scheduler state. The first `warmup` epochs rise linearly to `lr` (epoch k of w: lr·k/w); the
     schedule then runs over the remaining epochs. "step": × 0.9 every max(1, epochs // 10)
     epochs (SpectralFormer); "cosine": cosine annealing towards 0 by the last epoch."""
-    if hyper.scheduler not in SCHEDULES:
-        raise HsiError(f"unknown learning-rate schedule {hyper.scheduler!r}",
+    if hyper.schedule not in SCHEDULES:
+        raise HsiError(f"unknown learning-rate schedule {hyper.schedule!r}",
                        hint="use " + ", ".join(SCHEDULES))
     if epoch <= hyper.warmup:
         return hyper.lr * epoch / hyper.warmup
     step, span = epoch - 1 - hyper.warmup, max(1, hyper.epochs - hyper.warmup)
-    if hyper.scheduler == "step":
+    if hyper.schedule == "step":
         return hyper.lr * 0.9 ** (step // max(1, span // 10))
-    if hyper.scheduler == "cosine":
+    if hyper.schedule == "cosine":
         return hyper.lr * 0.5 * (1 + math.cos(math.pi * step / span))
     return hyper.lr
 
@@ -456,10 +453,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63)
 
 
-def _class_weights(options: TrainOptions, y: np.ndarray, n_classes: int):
+def _class_weights(run: RunRecord, y: np.ndarray, n_classes: int):
     import torch
 
-    if options.class_weights == "none":
+    if run.class_weights == "none":
         return None
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
@@ -516,7 +513,7 @@ def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, 
     return correct / y.size
 
 
-def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: TrainDefaults, out: Path,
+def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOptions, out: Path,
                run_key: str, on_epoch, on_message, world: distributed.World,
                preemption: preempt.PreemptionFlag) -> tuple[dict, dict]:
     """Train a torch model; `run_key` (the request key) ties the resume state to this exact run.
@@ -533,15 +530,16 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     from hsicli.models import precision
     from hsicli.models.registry import create_model
 
+    hyper = run.hyper
     if options.threads:
         torch.set_num_threads(options.threads)
     keep_freed_memory()
     device = distributed.rank_device(select_device(options.device), world)
-    torch.manual_seed(options.seed)
-    model = create_model(spec.name, store.shape[2], store.n_classes, **options.model_args).to(device)
-    if options.init:
-        arrays, _ = load_arrays(options.init)
-        load_weights(model, arrays, "model.", options.init)
+    torch.manual_seed(run.seed)
+    model = create_model(spec.name, store.shape[2], store.n_classes, **run.model_args).to(device)
+    if run.init:
+        arrays, _ = load_arrays(Path(run.init))
+        load_weights(model, arrays, "model.", Path(run.init))
     aux_bands = getattr(model, "aux_bands", 0)
     if aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
         from hsicli.engine.segmentation import scene_inputs
@@ -550,14 +548,14 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     if spec.kind == "segmenter" and hyper.augment:
         raise HsiError("--augment turns input windows but not their targets", hint="drop --augment for segmenters")
     optimizer = build_optimizer(model.parameters(), hyper)
-    weights = _class_weights(options, data.train_y, store.n_classes)
+    weights = _class_weights(run, data.train_y, store.n_classes)
     criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), ignore_index=IGNORE)
     custom_loss = getattr(model, "training_loss", None)
     augment = Augment() if hyper.augment else None
     batches = _Batches(spec.kind, data, hyper.patch, augment)
 
-    autocast = functools.partial(precision.autocast, device, options.amp)
-    if options.amp:
+    autocast = functools.partial(precision.autocast, device, run.amp)
+    if run.amp:
         on_message(precision.describe(model, device))
 
     history: list[dict[str, Any]] = []
@@ -590,13 +588,13 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
     averaged = copy.deepcopy(model) if average is not None else model
     for epoch in range(start_epoch, hyper.epochs + 1):
         tick = time.perf_counter()
-        rng = np.random.default_rng(_epoch_seed(options.seed, epoch))
-        torch.manual_seed(_epoch_seed(options.seed, epoch))
+        rng = np.random.default_rng(_epoch_seed(run.seed, epoch))
+        torch.manual_seed(_epoch_seed(run.seed, epoch))
         order = rng.permutation(n)  # the same on every rank
         if world.distributed:
             # Augmentation and dropout draw their own stream on each rank.
-            rng = np.random.default_rng([_epoch_seed(options.seed, epoch), world.rank])
-            torch.manual_seed(_epoch_seed(options.seed, epoch) + world.rank)
+            rng = np.random.default_rng([_epoch_seed(run.seed, epoch), world.rank])
+            torch.manual_seed(_epoch_seed(run.seed, epoch) + world.rank)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(hyper, epoch)
         net.train()
@@ -663,7 +661,6 @@ def _fit_torch(spec, data: TrainingData, store, options: TrainOptions, hyper: Tr
         "best_val_accuracy": best["val"] if data.val_y.size else None,
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "amp": options.amp,
         "augment": asdict(augment) if augment else None,
     }
     return arrays, training

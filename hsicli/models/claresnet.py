@@ -602,6 +602,7 @@ class CLAReSNet(nn.Module):
 
 @register_model(
     "claresnet",
+    arguments=CLAReSNet,
     kind="patch",
     paper="CLAReSNet (Bandyopadhyay et al.)",
     activations_per_input=1000,

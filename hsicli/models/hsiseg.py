@@ -89,7 +89,7 @@ from torch import nn
 
 from hsicli.engine.segmentation import adaptive_threshold
 from hsicli.errors import UsageError
-from hsicli.models.registry import TrainDefaults, register_model
+from hsicli.models.registry import TrainDefaults, keyword_defaults, register_model
 
 IGNORE = -1  # the training engine's target for every pixel that is not a training pixel
 _PAPER_GRIDS = (12, 10, 8, 6, 4)
@@ -621,6 +621,7 @@ _PAPER = "HSIseg (Zhou et al.)"
 
 @register_model(
     "hsiseg",
+    arguments=HSIseg,
     kind="segmenter",
     paper=_PAPER,
     defaults=TrainDefaults(patch=33, optimizer="adam", lr=1e-3, batch_size=16, eval_batch_size=16, epochs=100),
@@ -643,6 +644,7 @@ def _register_preset(key: str) -> None:
                      f"resized to 144, five stages, d {preset['dim']}, {preset['depth']} DSRT blocks per stage.")
     register_model(
         f"hsiseg-{key}",
+        arguments={**keyword_defaults(HSIseg), **preset},
         kind="segmenter",
         paper=_PAPER,
         defaults=TrainDefaults(patch=PAPER_SETTINGS[key]["window"], optimizer="adam", lr=lr, batch_size=batch,

@@ -115,6 +115,7 @@ class HybridSN(nn.Module):
 
 @register_model(
     "hybridsn",
+    arguments=HybridSN,
     kind="patch",
     paper="HybridSN (Roy et al., IEEE GRSL 2020)",
     activations_per_input=18,

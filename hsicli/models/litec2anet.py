@@ -346,6 +346,7 @@ def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: 
 
 @register_model(
     "litec2anet",
+    arguments=LiteC2ANet,
     kind="patch",
     paper="Lite-C2ANet (Shi, Zhang)",
     activations_per_input=6,

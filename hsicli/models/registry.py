@@ -14,34 +14,12 @@ Contracts by kind:
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, field, replace
+import json
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hsicli.errors import HsiError
-
-
-@dataclass(frozen=True)
-class TrainDefaults:
-    """A paper's training protocol; `hsi train` uses these unless options override them."""
-
-    patch: int = 11
-    optimizer: str = "adamw"  # adam | adamw | sgd | rmsprop
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9  # sgd only
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    epochs: int = 100
-    patience: int | None = None  # early stopping on validation accuracy; None = keep best, no stop
-    augment: bool = False  # CLAReSNet §III-B augmentations
-    scheduler: str = "constant"  # constant | step | cosine (see engine.train.learning_rate)
-    warmup: int = 0  # epochs of linear learning-rate warm-up before the schedule
-    clip_grad: float | None = None  # clip the gradients' global L2 norm to this before each step
-    ema: float | None = None  # decay of an exponential moving average of the weights (engine.averaging)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from hsicli.store.record import TrainDefaults  # noqa: F401  (models declare their protocol with it)
 
 
 @dataclass(frozen=True)
@@ -61,6 +39,9 @@ class ModelSpec:
     # refuses a training run whose batches could not fit.
     activations_per_input: float = 0.0
     activations_per_pixel: float = 0.0
+    # Every architecture argument with its default: a checkpoint stores them all, so that a later
+    # change of a default here does not change what an existing checkpoint builds.
+    arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reads_windows(self) -> bool:
@@ -83,8 +64,13 @@ def register_model(
     description: str = "",
     activations_per_input: float = 0.0,
     activations_per_pixel: float = 0.0,
+    arguments: Callable[..., Any] | dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register `builder(bands, classes, **args)` under `name`."""
+    """Decorator: register `builder(bands, classes, **args)` under `name`.
+
+    The architecture's arguments and defaults are the builder's keyword parameters; a builder that
+    passes `**args` on names where they are declared in `arguments`: the class (or function) it
+    builds with, whose keyword defaults are read, or a dict of them (a preset)."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
 
@@ -102,10 +88,29 @@ def register_model(
             takes_patch="patch" in inspect.signature(builder).parameters,
             activations_per_input=activations_per_input,
             activations_per_pixel=activations_per_pixel,
+            arguments=_json_values({**keyword_defaults(arguments), **keyword_defaults(builder)}
+                                   if not isinstance(arguments, dict)
+                                   else {**keyword_defaults(builder), **arguments}),
         )
         return builder
 
     return decorate
+
+
+_NOT_ARGUMENTS = {"self", "bands", "classes", "seed"}  # given by the engine, not architecture arguments
+
+
+def keyword_defaults(function: Callable[..., Any] | None) -> dict[str, Any]:
+    if function is None:
+        return {}
+    target = function.__init__ if inspect.isclass(function) else function
+    return {name: p.default for name, p in inspect.signature(target).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in _NOT_ARGUMENTS}
+
+
+def _json_values(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as they read back from a checkpoint's JSON (tuples become lists)."""
+    return json.loads(json.dumps(arguments))
 
 
 def _ensure_loaded() -> None:
@@ -149,18 +154,15 @@ def create_model(name: str, bands: int, classes: int, **args: Any) -> Any:
 
 
 def architecture_args(spec: ModelSpec, patch: int, args: dict[str, Any]) -> dict[str, Any]:
-    """The model's arguments for training at `patch`: the window size joins them when the
-    architecture depends on it; a contradicting `patch` in `args` is an error."""
+    """Every argument of the model for training at `patch`: its registered defaults, `args` over
+    them, and the window size when the architecture depends on it (a contradicting `patch` in
+    `args` is an error)."""
+    resolved = {**spec.arguments, **_json_values(args)}
     if not spec.takes_patch:
-        return dict(args)
+        return resolved
     if "patch" in args and args["patch"] != patch:
         raise HsiError(
             f"--model-args sets patch {args['patch']} but training uses patch {patch}",
             hint="give the patch size once, with --patch",
         )
-    return {**args, "patch": patch}
-
-
-def with_overrides(defaults: TrainDefaults, **overrides: Any) -> TrainDefaults:
-    """Defaults with the options the user gave (None means not given)."""
-    return replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
+    return {**resolved, "patch": patch}

@@ -21,7 +21,7 @@ Paper §IV settings (the defaults): embedding 64, 5 layers, 4 heads, MLP width 8
 
 Protocol (§IV and the authors' code): Adam, learning rate 5e-4, weight decay 5e-3 (L2, as
 torch Adam applies it), batch 64, 300 epochs, learning rate ×0.9 every epochs/10 epochs
-(scheduler "step").
+(schedule "step").
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ class SpectralFormer(nn.Module):
 
 @register_model(
     "spectralformer",
+    arguments=SpectralFormer,
     kind="patch",
     paper="SpectralFormer (Hong et al., IEEE TGRS 2022)",
     activations_per_input=3,
@@ -193,7 +194,7 @@ class SpectralFormer(nn.Module):
         batch_size=64,
         eval_batch_size=256,
         epochs=300,
-        scheduler="step",
+        schedule="step",
     ),
 )
 def spectralformer(bands: int, classes: int, patch: int = 7, **args) -> nn.Module:

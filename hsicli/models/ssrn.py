@@ -155,6 +155,7 @@ class SSRN(nn.Module):
 
 @register_model(
     "ssrn",
+    arguments=SSRN,
     kind="patch",
     paper="SSRN (Zhong et al., IEEE TGRS 2018)",
     activations_per_input=110,

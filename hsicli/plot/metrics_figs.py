@@ -311,11 +311,11 @@ def pr_figure(inputs: list[Path], options: PlotOptions) -> Figure:
 
 def _parameters(runs: list[Run]) -> int | None:
     """Trainable parameters of the model behind runs (from the first checkpoint at hand)."""
-    from hsicli.store.checkpoint import describe_checkpoint
+    from hsicli.store.checkpoint import parameter_count, read_header
 
     for run in runs:
         if run.checkpoint_path is not None:
-            count = describe_checkpoint(run.checkpoint_path)["parameters"]
+            count = parameter_count(read_header(run.checkpoint_path)[0])
             return count or None  # classical baselines store no network weights
     return None
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from hsicli.errors import StoreError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.provenance import check_schema
+from hsicli.store.record import RunRecord
 
 SCHEMA = 1
 MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -150,45 +152,134 @@ def require_checkpoint(path: Path, metadata: dict[str, Any]) -> None:
                          hint="the checkpoint is damaged; name the scene store with --store")
 
 
-def describe_checkpoint(path: Path) -> dict[str, Any]:
-    header, metadata = read_header(path)
-    training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model reads: bands and window of the scene, prepared as its training store was."""
+
+    bands: int
+    patch: int
+    preprocessing: Optional[dict[str, Any]]
+    transform_fingerprint: Optional[str]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's metadata, typed: the run record that made it, what the model reads, the
+    classes, the training outcome and where it came from. Prediction needs nothing else."""
+
+    path: Path
+    record: RunRecord
+    model_kind: Optional[str]
+    class_names: list[str]
+    class_colors: list[str]
+    input: ModelInput
+    source_store: dict[str, Any]  # the training store's description (path, fingerprint, …)
+    history: list[dict[str, Any]]
+    best_epoch: Optional[int]
+    best_val_accuracy: Optional[float]
+    seconds: Optional[float]
+    split_fingerprint: Optional[str]
+    estimator: Optional[dict[str, Any]]  # a classical model's JSON part
+    results: dict[str, Any]  # everything else the run reported (device, threads, augmentation, …)
+    request_key: Optional[str]
+    hsicli_version: Optional[str]
+    provenance: dict[str, Any]
+    parameters: Optional[int]  # trainable tensors' size; None for a classical model
+    tensors: dict[str, Any]  # the tensor index: name -> dtype, shape and offsets
+
+    @classmethod
+    def open(cls, path: Path) -> Checkpoint:
+        path = Path(path)
+        header, metadata = read_header(path)
+        require_checkpoint(path, metadata)
+        training = metadata["training"]
+        contract = metadata["input"]
+        recorded = set(RunRecord().to_metadata()["training"])
+        return cls(
+            path=path,
+            record=RunRecord.from_metadata(metadata),
+            model_kind=metadata.get("model_kind"),
+            class_names=metadata["class_names"],
+            class_colors=metadata["class_colors"],
+            input=ModelInput(bands=contract["bands"], patch=contract["patch"],
+                             preprocessing=contract.get("preprocessing"),
+                             transform_fingerprint=contract.get("transform_fingerprint")),
+            source_store=metadata["source_store"],
+            history=training.get("history") or [],
+            best_epoch=training.get("best_epoch"),
+            best_val_accuracy=training.get("best_val_accuracy"),
+            seconds=training.get("seconds"),
+            split_fingerprint=training.get("split_fingerprint"),
+            estimator=training.get("estimator"),
+            results={k: v for k, v in training.items() if k not in recorded and k not in _OUTCOME},
+            request_key=metadata.get("request_key"),
+            hsicli_version=metadata.get("hsicli_version"),
+            provenance=metadata.get("provenance") or {},
+            parameters=parameter_count(header),
+            tensors=header,
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return load_arrays(self.path)[0]
+
+    def describe(self) -> dict[str, Any]:
+        """The description `hsi info` prints."""
+        training = {**asdict(self.record)["hyper"], **{k: v for k, v in asdict(self.record).items()
+                                                        if k not in ("model", "model_args", "hyper")}}
+        return {
+            "kind": "checkpoint",
+            "path": str(self.path.absolute()),
+            "model": self.record.model,
+            "model_kind": self.model_kind,
+            "model_args": self.record.model_args,
+            "parameters": self.parameters,
+            "classes": self.class_names,
+            "input": asdict(self.input),
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "best_val_accuracy": self.best_val_accuracy,
+            "train_seconds": self.seconds,
+            "split": self.record.split,
+            "seed": self.record.seed,
+            "run": training,
+            "train_options": self.record.options(),
+            "source_store": self.source_store,
+            "hsicli_version": self.hsicli_version,
+            "provenance": self.provenance,
+            "training": {"history": self.history, "split_fingerprint": self.split_fingerprint, **self.results},
+        }
+
+
+def parameter_count(header: dict[str, Any]) -> int | None:
+    """Size of the network weights in a checkpoint's tensor index; None for a classical model."""
     weights = [v["shape"] for k, v in header.items() if k.startswith("model.")]
-    n_params = sum(int(np.prod(shape)) for shape in weights) if weights else None  # None: a classical model
-    return {
-        "kind": metadata.get("kind", "checkpoint"),
-        "path": str(Path(path).absolute()),
-        "model": metadata.get("model"),
-        "model_kind": metadata.get("model_kind"),
-        "model_args": metadata.get("model_args"),
-        "parameters": n_params,
-        "classes": metadata.get("class_names"),
-        "input": metadata.get("input"),
-        "best_epoch": training.get("best_epoch"),
-        "epochs_run": len(training.get("history") or []),
-        "best_val_accuracy": training.get("best_val_accuracy"),
-        "train_seconds": training.get("seconds"),
-        "split": training.get("split"),
-        "seed": training.get("seed"),
-        "source_store": metadata.get("source_store"),
-        "hsicli_version": metadata.get("hsicli_version"),
-        "provenance": metadata.get("provenance"),
-        "training": training,
-    }
+    return sum(int(np.prod(shape)) for shape in weights) if weights else None
 
 
-def training_setup(metadata: dict[str, Any]) -> dict[str, Any]:
+_OUTCOME = {"history", "best_epoch", "best_val_accuracy", "seconds", "split_fingerprint", "estimator"}
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """`hsi info` of a safetensors file: a checkpoint's record and outcome, or any other hsi
+    file (a resume state) by its kind and size."""
+    header, metadata = read_header(path)
+    if metadata.get("kind", "checkpoint") == "checkpoint":
+        return Checkpoint.open(path).describe()
+    return {"kind": metadata.get("kind"), "path": str(Path(path).absolute()), "tensors": len(header),
+            "epoch": metadata.get("epoch")}
+
+
+def training_setup(checkpoint: Checkpoint) -> dict[str, Any]:
     """What a checkpoint's run was trained with besides its data and seed: the model, its arguments
     and every training setting. Runs of equal setups on the same scene and split protocol differ
     only by their seeds, so `hsi evaluate` may average them."""
-    training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
-    inputs = (metadata.get("provenance") or {}).get("inputs") or {}
+    record = checkpoint.record
     return {
-        "model": metadata.get("model"),
-        "model_args": metadata.get("model_args"),
-        "hyper": training.get("hyper"),
-        "class_weights": training.get("class_weights"),
-        "amp": training.get("amp"),
-        "labels": training.get("labels"),
-        "init": (inputs.get("init") or {}).get("sha256"),
+        "model": record.model,
+        "model_args": record.model_args,
+        "hyper": record.hyper.to_dict(),
+        "class_weights": record.class_weights,
+        "amp": record.amp,
+        "labels": record.labels,
+        "init": ((checkpoint.provenance.get("inputs") or {}).get("init") or {}).get("sha256"),
     }
