@@ -507,10 +507,11 @@ def test_predict_records_the_training_setup_that_groups_runs(tmp_path, scene):
         checkpoints.append(checkpoint)
         predictions.append(predict(checkpoint, PredictOptions(device="cpu"), command="test").path)
     setup = PredictionStore.open(predictions[2]).attrs["training_setup"]
-    assert setup["model"] == "svm" and setup["model_args"] == {"C": 10.0}
+    # Every architecture argument is recorded, the defaults too (issue 18).
+    assert setup["model"] == "svm" and setup["model_args"] == {"C": 10.0, "gamma": "scale", "kernel": "rbf"}
     assert setup["hyper"] == read_header(checkpoints[2])[1]["training"]["hyper"] and setup["hyper"]["epochs"]
     result = evaluate(predictions, split=None, out=tmp_path / "t.json", command="test")
-    assert [(group.label, len(group.runs)) for group in result.groups] == [("svm (C=–)", 2), ("svm (C=10.0)", 1)]
+    assert [(group.label, len(group.runs)) for group in result.groups] == [("svm (C=100.0)", 2), ("svm (C=10.0)", 1)]
     # A store predicted before setups were recorded: read from its checkpoint while that is unchanged.
     group = zarr.open_group(str(predictions[1]), mode="r+")
     del group.attrs["training_setup"]
