@@ -23,9 +23,10 @@ from hsicli.engine.metrics import OPTIONAL_SCORES, OVERALL_SCORES, classificatio
 from hsicli.engine.report import Table, comparison_table, run_tables
 from hsicli.errors import HsiError, InputError, UsageError
 from hsicli.store.atomic import atomic_path
-from hsicli.store.checkpoint import Checkpoint, training_setup
+from hsicli.store.checkpoint import read_header, training_setup
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import file_sha256, record
+from hsicli.store.record import RunRecord
 from hsicli.store.scene import SceneStore
 
 
@@ -122,7 +123,8 @@ def _training_setup(prediction: PredictionStore) -> dict[str, Any] | None:
     checkpoint = prediction.attrs.get("checkpoint") or {}
     path = Path(checkpoint["path"]) if isinstance(checkpoint.get("path"), str) else None
     if path is not None and path.is_file() and file_sha256(path) == checkpoint.get("sha256"):
-        return training_setup(Checkpoint.open(path))
+        metadata = read_header(path)[1]
+        return training_setup(RunRecord.from_metadata(metadata), metadata.get("provenance"))
     return None
 
 

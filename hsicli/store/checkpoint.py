@@ -269,11 +269,10 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
             "epoch": metadata.get("epoch")}
 
 
-def training_setup(checkpoint: Checkpoint) -> dict[str, Any]:
+def training_setup(record: RunRecord, provenance: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's run was trained with besides its data and seed: the model, its arguments
-    and every training setting. Runs of equal setups on the same scene and split protocol differ
-    only by their seeds, so `hsi evaluate` may average them."""
-    record = checkpoint.record
+    and every training setting (`--init` by content). Runs of equal setups on the same scene and
+    split protocol differ only by their seeds, so `hsi evaluate` may average them."""
     return {
         "model": record.model,
         "model_args": record.model_args,
@@ -281,5 +280,5 @@ def training_setup(checkpoint: Checkpoint) -> dict[str, Any]:
         "class_weights": record.class_weights,
         "amp": record.amp,
         "labels": record.labels,
-        "init": ((checkpoint.provenance.get("inputs") or {}).get("init") or {}).get("sha256"),
+        "init": (((provenance or {}).get("inputs") or {}).get("init") or {}).get("sha256"),
     }
