@@ -151,6 +151,7 @@ class A2S2KResNet(nn.Module):
 
 @register_model(
     "a2s2k",
+    arguments=A2S2KResNet,
     kind="patch",
     paper="A2S2K-ResNet (Roy et al., IEEE TGRS 2021)",
     defaults=TrainDefaults(

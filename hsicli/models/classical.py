@@ -56,6 +56,7 @@ def _estimator(cls: type, settings: dict[str, Any], params: dict[str, Any]) -> A
     kind="spectral",
     paper="SVM, RBF kernel (CLAReSNet §II ref. [6], Melgani & Bruzzone 2004)",
     defaults=_SPECTRAL_DEFAULTS,
+    arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
 )
 def svm(
     bands: int,
@@ -84,6 +85,7 @@ def svm(
     kind="spectral",
     paper="Random forest (CLAReSNet Tables III-IV baseline)",
     defaults=_SPECTRAL_DEFAULTS,
+    arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
 )
 def rf(
     bands: int,
@@ -119,6 +121,7 @@ def rf(
     kind="spectral",
     paper="Gradient boosting, stand-in for XGBoost (CLAReSNet Tables III-IV baseline)",
     defaults=_SPECTRAL_DEFAULTS,
+    arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
 )
 def gboost(
     bands: int,

@@ -70,13 +70,18 @@ def register_model(
 
     The architecture's arguments and defaults are the builder's keyword parameters; a builder that
     passes `**args` on names where they are declared in `arguments`: the class (or function) it
-    builds with, whose keyword defaults are read, or a dict of them (a preset)."""
+    builds with, whose keyword defaults are read, or a dict of them (a preset; `{}` for a classical
+    estimator, whose other arguments are its library's and are stored with its fitted state)."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
+        passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
+        if passes_on and arguments is None:
+            raise ValueError(f"model {name!r}: its builder passes **args on; declare where they are defined with "
+                             "arguments= (the class it builds, or a dict of defaults)")
         first_doc_line = ((builder.__doc__ or "").strip().splitlines() or [""])[0]
         _REGISTRY[name] = ModelSpec(
             name=name,

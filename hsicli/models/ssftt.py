@@ -141,6 +141,7 @@ class SSFTT(nn.Module):
 
 @register_model(
     "ssftt",
+    arguments=SSFTT,
     kind="patch",
     paper="SSFTT (Sun et al., IEEE TGRS 2022)",
     defaults=TrainDefaults(
