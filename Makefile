@@ -14,7 +14,7 @@ SHARED_DATA := $(abspath ../shared/data)
 # `hsi fetch` looks in HSI_DATA_DIR before downloading; use the shared benchmark files when present.
 export HSI_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 DEMO_DIR ?= demo
-DEMO_MODEL ?= svm
+DEMO_MODEL ?= litec2anet
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench gallery completions clean
