@@ -275,6 +275,30 @@ def test_not_an_hsi_store(stores, cli, tree, tmp_path, command, target):
     assert tree(tmp_path) == before
 
 
+def test_a_store_given_for_a_checkpoint_is_named_for_what_it_is(stores, cli, tree, tmp_path):
+    made = cli("split", stores, "--ratio", "0.5", "--name", "half")
+    assert made.exit_code == 0, made.stderr
+    before = tree(tmp_path)
+    for target, what, hint in ((stores, "is a scene store, not a checkpoint", "train first: hsi train"),
+                               (stores / "splits" / "half", "is split half of scene store scene.zarr, not a checkpoint",
+                                "train first: hsi train"),
+                               (tmp_path / "empty", "is a directory, not a checkpoint", ".safetensors")):
+        result = cli("predict", target)
+        assert_one_error(result, names=what)
+        assert hint in result.stderr
+        assert "does not exist" not in result.stderr
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["prep", "split", "train", "predict", "evaluate", "info"])
+def test_an_empty_path_argument_is_named_empty(command, cli, tree, tmp_path):
+    before = tree(tmp_path)
+    result = cli(command, "")
+    assert_one_error(result, names="path is empty", exit_code=2)
+    assert "directory" not in result.stderr
+    assert tree(tmp_path) == before
+
+
 @pytest.mark.parametrize("ratio", ["0", "1", "1.5", "-0.1", "nan"])
 def test_ratio_outside_unit_interval(stores, cli, tree, ratio):
     before = tree(stores)

@@ -48,6 +48,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on st
 
 def read_input_path(arg: str | None, what: str = "input") -> Path:
     """The command's main input: the argument, or one path read from stdin."""
+    if arg == "":
+        # Path("") is ".", which would be reported as the current directory.
+        raise UsageError(f"the {what} path is empty",
+                         hint="a $(…) or variable that should have held the path gave nothing; see the error before it")
     if arg is not None and arg != "-":
         return Path(arg)
     if sys.stdin is None or sys.stdin.isatty():

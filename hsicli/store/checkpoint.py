@@ -28,7 +28,15 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tensor index, metadata with JSON values decoded) of a safetensors file, validated."""
     path = Path(path)
     if not path.is_file():
-        raise StoreError(f"{path} does not exist", hint="check the checkpoint path")
+        if not path.exists():
+            raise StoreError(f"{path} does not exist", hint="check the checkpoint path")
+        from hsicli.store.inspect import what_is
+
+        what = what_is(path)
+        hint = (f"`hsi info {path}` names the checkpoint that made it" if what == "a prediction store"
+                else f"train first: hsi train {path} --model MODEL" if "scene store" in what
+                else "checkpoints are the .safetensors files `hsi train` writes")
+        raise StoreError(f"{path} is {what}, not a checkpoint", hint=hint)
     size = path.stat().st_size
     with open(path, "rb") as handle:
         prefix = handle.read(8)
