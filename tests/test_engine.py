@@ -647,3 +647,19 @@ def test_patch_option_sizes_the_model(tmp_path, scene):
     # A contradicting window size in --model-args is an error, not a silently ignored setting.
     with pytest.raises(HsiError, match="patch"):
         train(scene.path, tiny_options(patch=7, out=tmp_path / "p5.safetensors"), command="test")
+
+
+def test_training_and_prediction_report_progress_within_epochs_and_row_blocks(monkeypatch, tmp_path, scene):
+    steps: list[tuple[int, int]] = []
+    options = tiny_options(epochs=2, batch_size=16, out=tmp_path / "p.safetensors")
+    checkpoint = train(scene.path, options, command="t", on_progress=lambda done, total: steps.append((done, total))).path
+    labelled = int(training_pixels(scene)[1].size)
+    per_epoch = -(-labelled // 16)
+    assert steps == [(done, 2 * per_epoch) for done in range(1, 2 * per_epoch + 1)]
+    # 20 rows in one 64-row block: batches of 7 pixels still move the count row by row.
+    rows: list[tuple[int, int]] = []
+    predict(checkpoint, PredictOptions(device="cpu", batch_size=7, out=tmp_path / "p.zarr"), command="t",
+            on_progress=lambda done, total: rows.append((done, total)))
+    assert {total for _, total in rows} == {20}
+    done = [d for d, _ in rows]
+    assert done == sorted(done) and done[-1] == 20 and len(set(done)) >= 15

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -112,25 +112,39 @@ class Log:
             print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
-    def progress(self, description: str):
-        """Yield `update(done, total)`: a rich bar on a terminal, a plain line per quarter otherwise."""
+    def progress(self, description: str, estimate: str | None = None):
+        """Yield `update(done, total)`: a rich bar on a terminal, a plain line every PLAIN_EVERY_S
+        seconds and at the end otherwise. With `estimate` (what is being timed, e.g. "training"),
+        also one line with the expected duration once the first steps are timed, and again
+        whenever that expectation moves by much."""
         if self.quiet:
             yield lambda done, total: None
             return
+        expected = _Expectation(estimate, self.info) if estimate else None
         if self.tty:
-            from rich.progress import Progress
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            with Progress(console=self.console, transient=True) as bar:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=self.console, transient=True) as bar:
                 task = bar.add_task(description, total=None)
-                yield lambda done, total: bar.update(task, completed=done, total=total)
+
+                def update_bar(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+                    if expected:
+                        expected.update(done, total)
+
+                yield update_bar
             return
-        reported = [0]
+        last_line = [time.monotonic()]
 
         def update(done: int, total: int) -> None:
-            quarter = 4 * done // max(total, 1)
-            if quarter > reported[0]:
-                reported[0] = quarter
-                self.info(f"{description}: {done}/{total}")
+            if expected:
+                expected.update(done, total)
+            now = time.monotonic()
+            if done >= total or now - last_line[0] >= PLAIN_EVERY_S:
+                last_line[0] = now
+                left = expected.left(done, total) if expected else None
+                self.info(f"{description}: {done}/{total}" + (f", {duration(left)} left" if left else ""))
 
         yield update
 
@@ -139,6 +153,54 @@ class Log:
             self.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
         else:
             print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+
+PLAIN_EVERY_S = 30.0  # a progress line in logs this often
+_TIMED_STEPS = 5  # steps timed, after the first (warm-up), before the first expectation
+_MOVED = 1.25  # an expectation this many times longer or shorter than the last one shown is shown again
+
+
+class _Expectation:
+    """How long a run of steps will take: steps × the mean step time measured so far (the first step,
+    which warms caches up, left out); `say` gets a line when it is first known and when it moves."""
+
+    def __init__(self, what: str, say: Callable[[str], None]):
+        self.what, self.say = what, say
+        self.began = time.monotonic()
+        self.first: tuple[int, float] | None = None  # (steps, time) when the first step ended
+        self.shown: float | None = None
+
+    def left(self, done: int, total: int) -> float | None:
+        """Seconds still to go, once enough steps are timed."""
+        if self.first is None or done - self.first[0] < _TIMED_STEPS:
+            return None
+        step = (time.monotonic() - self.first[1]) / (done - self.first[0])
+        return step * (total - done)
+
+    def update(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = (done, time.monotonic())
+            return
+        left = self.left(done, total)
+        if left is None or done >= total:
+            return
+        expected = time.monotonic() - self.began + left
+        if self.shown is None or not self.shown / _MOVED <= expected <= self.shown * _MOVED:
+            step = (time.monotonic() - self.first[1]) / (done - self.first[0])
+            again = "" if self.shown is None else "now "
+            self.shown = expected
+            self.say(f"{self.what} {again}expected to take {duration(expected)} ({total} steps × {step:.3g} s; "
+                     f"{duration(left)} left)")
+
+
+def duration(seconds: float) -> str:
+    """A duration as people say it: 40 s, 2 min 10 s, 3 h 5 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s" if seconds < 600 else f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def command_line() -> str:

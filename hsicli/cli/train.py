@@ -89,7 +89,9 @@ def train(store: Optional[str] = None, **settings: Any) -> None:
             log_handle.flush()
 
     try:
-        result = run_training(path, options, command=command_line(), on_epoch=on_epoch, on_message=log.info)
+        with log.progress("training steps", estimate="training") as on_progress:
+            result = run_training(path, options, command=command_line(), on_epoch=on_epoch, on_message=log.info,
+                                  on_progress=on_progress)
     finally:
         if log_handle:
             log_handle.close()

@@ -148,11 +148,11 @@ class Classifier:
 
         return staged
 
-    def predict(self, sampler: PatchSampler, rows: np.ndarray, cols: np.ndarray,
-                embed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def predict(self, sampler: PatchSampler, rows: np.ndarray, cols: np.ndarray, embed: np.ndarray,
+                on_batch: Callable[[int], None] = lambda done: None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(class index (N,), probabilities (N, C), embeddings of pixels where `embed`).
 
-        `sampler` cuts from the rows `rows_reader` returns."""
+        `sampler` cuts from the rows `rows_reader` returns; `on_batch(pixels done)` follows each batch."""
         if self.spec.kind == "spectral":
             x = sampler.centres(rows, cols)
             # An SVM's map comes from its own decision (one-vs-one votes), not argmax of probabilities.
@@ -178,6 +178,7 @@ class Classifier:
                     logits = self.model(x, **staged)
                 logits = centre_logits(self.spec.kind, logits)
                 probabilities[sl] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                on_batch(min(start + self.batch_size, rows.size))
         embedded = np.concatenate(features) if features else None
         return probabilities.argmax(1), probabilities, embedded
 
@@ -345,7 +346,12 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
             index = probabilities.argmax(1)
         else:
             sampler = block_sampler(read_rows, height, width, top, bottom, classifier.patch)
-            index, probabilities, features = classifier.predict(sampler, rows, cols, embed)
+
+            def rows_done(pixels: int, top: int = top, rows: np.ndarray = rows) -> None:
+                # Pixels go in row order: the rows above the last one predicted are finished.
+                on_progress(top - start + int(rows[pixels - 1]), stop - start)
+
+            index, probabilities, features = classifier.predict(sampler, rows, cols, embed, rows_done)
         classes = np.zeros(shape, dtype=np.uint16)
         classes[rows, cols] = index + 1
         block_probabilities = np.zeros((*shape, classifier.n_classes), dtype=np.float32)

@@ -219,10 +219,12 @@ def train(
     command: str,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     on_message: Callable[[str], None] = lambda message: None,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> TrainResult:
+    """Train as `options` say; `on_progress(done, total)` follows each optimiser step of this run."""
     world = distributed.detect_world()
     if not world.is_main:  # only rank 0 reports
-        on_epoch, on_message = (lambda record: None), (lambda message: None)
+        on_epoch, on_message, on_progress = (lambda record: None), (lambda message: None), (lambda done, total: None)
     _, layer_kind, layer_name = split_layer_path(Path(store_path))
     store = SceneStore.open(store_path)
     run, spec = resolve_run(options, store, layer_name if layer_kind == "splits" else None)
@@ -251,7 +253,7 @@ def train(
         try:
             with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
                 arrays, training = _fit_torch(spec, data, store, run, options, out, key, on_epoch, on_message,
-                                              world, preemption)
+                                              world, preemption, on_progress)
         except KeyboardInterrupt:
             raise Interrupted(f"training interrupted (Ctrl-C); {_kept_state(resume_path(out), key)}; "
                               "run the same command with --resume to continue") from None
@@ -515,7 +517,7 @@ def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, 
 
 def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOptions, out: Path,
                run_key: str, on_epoch, on_message, world: distributed.World,
-               preemption: preempt.PreemptionFlag) -> tuple[dict, dict]:
+               preemption: preempt.PreemptionFlag, on_progress) -> tuple[dict, dict]:
     """Train a torch model; `run_key` (the request key) ties the resume state to this exact run.
 
     Data-parallel across the ranks of `world` (inside its process group); stops with `Preempted`
@@ -586,6 +588,8 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOp
     net = distributed.wrap_model(model, world, device)
     # With --ema, validation, the best epoch and the checkpoint all use the averaged weights.
     averaged = copy.deepcopy(model) if average is not None else model
+    steps_per_epoch = len(distributed.rank_batches(np.arange(n), hyper.batch_size, world))
+    steps, total_steps = 0, (hyper.epochs + 1 - start_epoch) * steps_per_epoch
     for epoch in range(start_epoch, hyper.epochs + 1):
         tick = time.perf_counter()
         rng = np.random.default_rng(_epoch_seed(run.seed, epoch))
@@ -618,6 +622,8 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOp
             total_loss += float(loss.detach()) * len(index)
             correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
             seen += len(index)
+            steps += 1
+            on_progress(steps, total_steps)
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], world, device)
         if not math.isfinite(total_loss):  # the same sum on every rank, so all of them stop here
             raise HsiError(
