@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +28,11 @@ FAST_ARGS: dict[str, dict[str, Any]] = {
     "rf": {"n_estimators": 25},
     "gboost": {"max_iter": 15},
 }
+if importlib.util.find_spec("xgboost") is not None:  # the optional extra; its own tests say when skipped
+    FAST_ARGS["xgboost"] = {"n_estimators": 15}
 MODELS = sorted(FAST_ARGS)
+needs_xgboost = pytest.mark.skipif("xgboost" not in FAST_ARGS,
+                                   reason="the xgboost extra is not installed (pip install 'hsicli[xgboost]')")
 
 
 def synthetic(n_classes: int, n: int = 480, bands: int = 16, seed: int = 0):
@@ -284,3 +290,33 @@ def test_salinasA_centre_spectra(tmp_path: Path):
         if name == "svm":  # on real spectra too, the vote and the probability argmax differ
             proba_argmax = est.classes_[est.predict_proba(X[test]).argmax(axis=1)]
             assert np.any(est.predict(X[test]) != proba_argmax)
+
+
+@needs_xgboost
+def test_xgboost_is_stored_as_its_own_ubjson_with_any_labels():
+    """The booster's bytes are XGBoost's UBJSON (readable by xgboost itself); labels need not be
+    0..C-1, as when a class has no training pixels; arguments XGBoost does not know are refused."""
+    import xgboost
+
+    X, y, Xt, _ = synthetic(4)
+    y = np.where(y == 2, 7, y)  # labels 1, 3, 4, 7
+    est = fit("xgboost", X, y)
+    arrays, meta = estimator_to_arrays(est)
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(arrays["booster_ubj"].tobytes()))
+    assert np.array_equal(booster.predict(xgboost.DMatrix(Xt)), est.predict_proba(Xt))
+    back = estimator_from_arrays("xgboost", arrays, meta)
+    assert np.array_equal(back.classes_, [1, 3, 4, 7])
+    assert_same_predictions(est, back, Xt)
+    with pytest.raises(HsiError, match="no parameter n_trees"):
+        create_model("xgboost", 8, 3, n_trees=10)
+    with pytest.raises(HsiError, match="random_state"):
+        create_model("xgboost", 8, 3, random_state=1)
+    damaged = {**arrays, "booster_ubj": arrays["booster_ubj"][: arrays["booster_ubj"].size // 2]}
+    with pytest.raises(HsiError, match="do not match their recorded SHA-256"):
+        estimator_from_arrays("xgboost", damaged, meta)
+    # Bytes that match their hash but are no booster: XGBoost's own error, as one HsiError.
+    junk = np.frombuffer(b"{not a booster", dtype=np.uint8)
+    with pytest.raises(HsiError, match="XGBoost booster"):
+        estimator_from_arrays("xgboost", {**arrays, "booster_ubj": junk},
+                              {**meta, "booster_sha256": hashlib.sha256(junk.tobytes()).hexdigest()})

@@ -8,6 +8,7 @@ are HybridSN shrunk by `--model-args` so that an epoch takes milliseconds.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -171,6 +172,43 @@ def test_classical_models_equal_a_direct_sklearn_fit(tmp_path, model):
     # The comparison is sharp: another seed gives other probabilities.
     assert not np.array_equal(fit(0).predict_proba(x_all), reference.predict_proba(x_all))
 
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xgboost") is None,
+                    reason="the xgboost extra is not installed (pip install 'hsicli[xgboost]')")
+def test_xgboost_round_trips_through_hsi_predict_without_pickle(tmp_path, cli):
+    """`hsi train --model xgboost` stores the booster as UBJSON bytes; `hsi predict` gives the
+    class map and probabilities of the booster fitted in memory with the same settings."""
+    import xgboost
+
+    store = make_scene(tmp_path / "n.zarr", noise=1.5, seed=1)
+    assert cli("train", "n.zarr", "--model", "xgboost", "--seed", "3", "--model-args", '{"n_estimators": 20}',
+               "--out", "x.safetensors").exit_code == 0
+    assert cli("predict", "x.safetensors", "--out", "x.zarr").exit_code == 0
+    arrays, meta = load_arrays(tmp_path / "x.safetensors")
+    assert set(arrays) == {"est.classes", "est.booster_ubj"} and arrays["est.booster_ubj"].dtype == np.uint8
+    assert meta["training"]["estimator"]["xgboost"] == xgboost.__version__
+    stored = PredictionStore.open(tmp_path / "x.zarr")
+
+    x_train, y_train = training_pixels(store)
+    cube = store.cube()
+    x_all = cube.reshape(-1, cube.shape[2])
+    booster = xgboost.XGBClassifier(n_estimators=20, max_depth=6, learning_rate=0.3, tree_method="hist",
+                                    random_state=3).fit(x_train, y_train)
+    expected_classes = (booster.predict(x_all) + 1).reshape(cube.shape[:2])
+    assert 0.3 < (expected_classes == store.gt()).mean() < 0.97  # a non-trivial map
+    assert np.array_equal(stored.classes(), expected_classes)
+    assert np.array_equal(stored.probabilities(), booster.predict_proba(x_all).reshape(*cube.shape[:2], -1))
+
+
+def test_xgboost_without_the_extra_is_one_line_with_the_install_hint(tmp_path, cli, monkeypatch):
+    make_scene(tmp_path / "n.zarr")
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # `import xgboost` raises ImportError
+    result = cli("train", "n.zarr", "--model", "xgboost")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "xgboost package, which is not installed" in result.stderr
+    assert "pip install 'hsicli[xgboost]'" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.safetensors"))
 
 # -- predictions --------------------------------------------------------------------------------
 

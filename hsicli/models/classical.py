@@ -2,13 +2,17 @@
 
 CLAReSNet (Tables III-IV) compares against Random Forest and XGBoost on PCA-reduced spectra
 and cites SVMs with kernels as the classical reference (§II, ref. [6], Melgani & Bruzzone
-2004). All three take one spectrum per pixel (patch 1) and are scikit-learn estimators.
+2004). All take one spectrum per pixel (patch 1) and are scikit-learn estimators; `xgboost`
+needs the optional extra (`pip install 'hsicli[xgboost]'`), and `gboost` is scikit-learn's
+stand-in for it where the extra is absent.
 
 Their fitted state is stored without pickle: `estimator_to_arrays` turns a fitted estimator
 into plain numeric arrays plus JSON metadata (written into a safetensors checkpoint), and
 `estimator_from_arrays` rebuilds a fitted estimator whose `predict` and `predict_proba` are
 bit-identical to the original's. The rebuild sets scikit-learn's private fitted attributes,
-so it is tied to the scikit-learn minor version recorded in the metadata.
+so it is tied to the scikit-learn minor version recorded in the metadata. An XGBoost model is
+stored as its booster in XGBoost's own UBJSON format (bytes in a uint8 array), which later
+XGBoost versions read.
 
 The class map of an SVM is its one-vs-one vote, `predict()`: its probabilities come from
 Platt scaling fitted by an internal cross-validation and pairwise coupling, and their argmax
@@ -17,6 +21,7 @@ can disagree with the vote.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -137,7 +142,7 @@ def gboost(
     """Histogram gradient boosting on centre spectra, standing in for CLAReSNet's XGBoost.
 
     scikit-learn's `HistGradientBoostingClassifier` is the same family of second-order
-    boosted trees on binned features (LightGBM-style); xgboost itself is not a dependency.
+    boosted trees on binned features (LightGBM-style); `xgboost` itself is an optional extra.
     One tree per class and iteration. Other keyword arguments go to the estimator.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -150,6 +155,90 @@ def gboost(
         "random_state": seed,
     }
     return _estimator(HistGradientBoostingClassifier, settings, params)
+
+
+XGBOOST_HINT = "install the extra: pip install 'hsicli[xgboost]' (or use --model gboost)"
+
+
+def _xgboost_module() -> Any:
+    try:
+        import xgboost
+    except ImportError:
+        raise HsiError("model xgboost needs the xgboost package, which is not installed",
+                       hint=XGBOOST_HINT) from None
+    return xgboost
+
+
+class XGBoostClassifier:
+    """xgboost's `XGBClassifier` on any integer labels: XGBoost learns codes 0..k-1 of the
+    labels it was given, so a class missing from the training pixels is simply absent from
+    `classes_`, as with the scikit-learn baselines. `params` go to `XGBClassifier`."""
+
+    def __init__(self, **params: Any):
+        self.params = params
+        self.booster_model = _xgboost_module().XGBClassifier(**params)
+
+    def _validate_params(self) -> None:
+        # XGBoost only warns, at fit time, about a parameter it does not know.
+        known = type(self.booster_model)().get_params().keys()  # a fresh one: its own, without extras
+        unknown = sorted(self.params.keys() - known)
+        if unknown:
+            raise ValueError(f"XGBClassifier has no parameter {', '.join(unknown)}")
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return dict(self.params)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "XGBoostClassifier":
+        classes, codes = np.unique(y, return_inverse=True)
+        self.booster_model.fit(X, codes)
+        self.classes_, self.n_features_in_ = classes, X.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_model.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+@register_model(
+    "xgboost",
+    kind="spectral",
+    paper="XGBoost (CLAReSNet Tables III-IV baseline)",
+    defaults=_SPECTRAL_DEFAULTS,
+    arguments={},  # the builder's own; other keywords are XGBoost's, stored with the booster
+)
+def xgboost_trees(
+    bands: int,
+    classes: int,
+    *,
+    seed: int = 0,
+    n_estimators: int = 100,
+    max_depth: int = 6,
+    learning_rate: float = 0.3,
+    subsample: float = 1.0,
+    colsample_bytree: float = 1.0,
+    tree_method: str = "hist",
+    n_jobs: int | None = None,
+    **params: Any,
+) -> Any:
+    """XGBoost's boosted trees on centre spectra (needs the optional xgboost extra).
+
+    CLAReSNet states no settings for its XGBoost baseline, so these are XGBoost's own
+    defaults: 100 rounds of depth-6 trees, learning rate 0.3, histogram splits. Other keyword
+    arguments go to `xgboost.XGBClassifier`.
+    """
+    settings = {
+        "n_estimators": n_estimators,
+        "max_depth": max_depth,
+        "learning_rate": learning_rate,
+        "subsample": subsample,
+        "colsample_bytree": colsample_bytree,
+        "tree_method": tree_method,
+        "n_jobs": n_jobs,
+        "random_state": seed,
+    }
+    return _estimator(XGBoostClassifier, settings, params)
 
 
 # --- reading stored state, with errors instead of crashes in compiled code ----------------
@@ -458,13 +547,39 @@ def _hgb_restore(est: Any, arrays: dict[str, np.ndarray], meta: dict[str, Any]) 
     est._bin_mapper = mapper
 
 
+def _xgb_to_arrays(est: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    raw = bytes(est.booster_model.get_booster().save_raw(raw_format="ubj"))
+    return {"booster_ubj": np.frombuffer(raw, dtype=np.uint8)}, {
+        "xgboost": _xgboost_module().__version__, "booster_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _xgb_restore(est: Any, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    xgboost = _xgboost_module()
+    raw = _array(arrays, "booster_ubj", np.uint8, (None,)).tobytes()
+    # XGBoost's parser may allocate without bound on damaged bytes: they are checked first.
+    _require(hashlib.sha256(raw).hexdigest() == _meta_value(meta, "booster_sha256", str),
+             "the XGBoost booster's bytes do not match their recorded SHA-256")
+    try:
+        est.booster_model.load_model(bytearray(raw))
+    except (xgboost.core.XGBoostError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise HsiError(f"classical model state: the XGBoost booster: {first_line}", hint=_STATE_HINT) from None
+    booster = est.booster_model.get_booster()
+    _require(booster.num_features() == est.n_features_in_,
+             f"the XGBoost booster reads {booster.num_features()} features, not {est.n_features_in_}")
+    _require(est.booster_model.n_classes_ == est.classes_.size,
+             f"the XGBoost booster has {est.booster_model.n_classes_} classes, not {est.classes_.size}")
+
+
 @dataclass(frozen=True)
 class _Codec:
-    estimator: str  # scikit-learn class name
+    estimator: str  # class name
     to_arrays: Callable[[Any], tuple[dict[str, np.ndarray], dict[str, Any]]]
     restore: Callable[[Any, dict[str, np.ndarray], dict[str, Any]], None]
     # Settings a restored estimator predicts with, whatever it was trained with.
     predict_params: dict[str, Any] = field(default_factory=dict)
+    # The restore sets scikit-learn's private attributes, which change between minor versions.
+    tied_to_sklearn: bool = True
 
 
 _CODECS = {
@@ -473,15 +588,16 @@ _CODECS = {
     # reproducible to the last bit; one thread is.
     "rf": _Codec("RandomForestClassifier", _forest_to_arrays, _forest_restore, {"n_jobs": None}),
     "gboost": _Codec("HistGradientBoostingClassifier", _hgb_to_arrays, _hgb_restore),
+    "xgboost": _Codec("XGBoostClassifier", _xgb_to_arrays, _xgb_restore, tied_to_sklearn=False),
 }
 
 
-def _sklearn_class(name: str) -> type:
+def _estimator_class(name: str) -> type:
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.svm import SVC
 
-    classes = {c.__name__: c for c in (SVC, RandomForestClassifier, HistGradientBoostingClassifier)}
-    return classes[name]
+    classes = (SVC, RandomForestClassifier, HistGradientBoostingClassifier, XGBoostClassifier)
+    return {c.__name__: c for c in classes}[name]
 
 
 def _minor(version: str) -> tuple[str, ...]:
@@ -496,13 +612,11 @@ def estimator_to_arrays(estimator: Any) -> tuple[dict[str, np.ndarray], dict[str
     the registry name, the estimator's constructor arguments and the scikit-learn version.
     """
     import sklearn
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
 
     found = [
         (name, codec)
         for name, codec in _CODECS.items()
-        if type(estimator) is _sklearn_class(codec.estimator)
+        if type(estimator) is _estimator_class(codec.estimator)
     ]
     if not found:
         raise HsiError(
@@ -510,10 +624,8 @@ def estimator_to_arrays(estimator: Any) -> tuple[dict[str, np.ndarray], dict[str
             hint=f"classical models are {', '.join(c.estimator for c in _CODECS.values())}",
         )
     name, codec = found[0]
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        raise HsiError(f"the {codec.estimator} is not fitted", hint="fit it first") from None
+    if getattr(estimator, "classes_", None) is None:  # every classifier sets it in fit
+        raise HsiError(f"the {codec.estimator} is not fitted", hint="fit it first")
     if estimator.classes_.dtype.kind not in "iuf":
         raise HsiError(
             f"class labels of dtype {estimator.classes_.dtype} cannot be stored",
@@ -569,7 +681,7 @@ def estimator_from_arrays(name: str, arrays: dict[str, np.ndarray], meta: dict[s
             hint=_STATE_HINT,
         )
     saved = str(meta.get("sklearn"))
-    if _minor(saved) != _minor(sklearn.__version__):
+    if codec.tied_to_sklearn and _minor(saved) != _minor(sklearn.__version__):
         raise HsiError(
             f"the {name} model was saved by scikit-learn {saved}, "
             f"but scikit-learn {sklearn.__version__} is installed",
@@ -577,7 +689,7 @@ def estimator_from_arrays(name: str, arrays: dict[str, np.ndarray], meta: dict[s
         )
     params = {**_meta_value(meta, "params", dict), **codec.predict_params}
     try:
-        estimator = _sklearn_class(codec.estimator)(**params)
+        estimator = _estimator_class(codec.estimator)(**params)
         estimator._validate_params()  # some settings (e.g. the SVM's) reach compiled code
     except (TypeError, ValueError) as exc:
         raise HsiError(f"classical model metadata: bad 'params': {exc}", hint=_STATE_HINT) from None
