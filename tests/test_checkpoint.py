@@ -232,3 +232,19 @@ def test_no_pickle_or_torch_load_in_the_package():
     assert len(sources) > 20
     offenders = {str(path.relative_to(PACKAGE)): uses for path in sources if (uses := _unsafe_uses(path.read_text()))}
     assert offenders == {}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoints_get_the_mode_of_every_other_file(tmp_path, umask):
+    """safetensors creates its file 0600: a checkpoint on a shared cluster would be unreadable to the group."""
+    import os
+
+    from hsicli.store.checkpoint import save_arrays
+
+    previous = os.umask(umask)
+    try:
+        written = save_arrays(tmp_path / "w.safetensors", {"x": np.zeros(3, np.float32)}, {"note": "mode"})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    assert written.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -34,6 +34,13 @@ _WRITER = re.compile(r"(?:\.tmp-|\.prev-)(\d+)\.(\d+)\.([0-9a-f]{8})-[0-9a-f]{8}
 RUNNING, GONE, UNKNOWN = "running", "gone", "unknown"
 
 
+def plain_file_mode() -> int:
+    """The mode an ordinary new file gets here (0o666 less the umask), for writers that pick their own."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def temporary_sibling(path: Path, mark: str = TMP_MARK) -> Path:
     """A hidden name in the same directory (same filesystem, so rename is atomic) naming its writer."""
     pid = os.getpid()

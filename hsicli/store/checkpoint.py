@@ -8,6 +8,7 @@ foreign or hostile file is a one-line error, and `hsi info` needs neither torch 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hsicli.errors import StoreError
-from hsicli.store.atomic import atomic_path
+from hsicli.store.atomic import atomic_path, plain_file_mode
 from hsicli.store.provenance import check_schema
 from hsicli.store.record import RunRecord
 
@@ -104,6 +105,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, A
             save_file(tensors, str(tmp), metadata=encoded)
         except Exception as exc:  # safetensors reports failed writes (full disk) as its own error type
             raise OSError(str(exc)) from None
+        os.chmod(tmp, plain_file_mode())  # safetensors creates its file 0600; every artifact gets the same mode
     return Path(path)
 
 
