@@ -43,6 +43,7 @@ TINY = {
     "ssrn": ("ssrn", 5, {"spectral_kernels": 4, "spectral_maps": 8, "spatial_kernels": 4}),
     "ssftt": ("ssftt", 7, {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}),
     "a2s2k": ("a2s2k", 5, {"kernels": 4}),
+    "els2t": ("els2t", 5, {"kernels": 4}),
 }
 
 

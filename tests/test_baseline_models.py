@@ -1,4 +1,4 @@
-"""HybridSN, SSRN, SpectralFormer, SSFTT and A2S2K-ResNet: shapes, parameter budgets, wiring, gradients, registry."""
+"""HybridSN, SSRN, SpectralFormer, SSFTT, A2S2K-ResNet and ELS2T: shapes, parameter budgets, wiring, gradients, registry."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hsicli.models.spectralformer import GroupwiseSpectralEmbedding
 
 torch.set_num_threads(1)
 
-NAMES = ("hybridsn", "ssrn", "spectralformer", "ssftt", "a2s2k")
+NAMES = ("hybridsn", "ssrn", "spectralformer", "ssftt", "a2s2k", "els2t")
 
 # Small architectures for fast wiring and gradient checks (bands, classes, patch, args).
 SMALL = {
@@ -25,6 +25,7 @@ SMALL = {
     "spectralformer": (12, 5, 3, {"dim": 16, "depth": 4, "heads": 2, "mlp_dim": 8}),
     "ssftt": (8, 5, 7, {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}),
     "a2s2k": (15, 5, 5, {"kernels": 4}),
+    "els2t": (15, 5, 5, {"kernels": 4}),
 }
 
 
@@ -296,6 +297,28 @@ def test_a2s2k_branch_attention_depends_on_the_input():
     assert not torch.allclose(weights[0][0], weights[0][1])
 
 
+def test_els2t_matches_the_public_code_and_lite_c2anet_table_7():
+    """Reference: DelonKong/ULite_FDRNet, models/ELS2T.py, ELS2T(dataset, patch_size=9) (class
+    `overall`: 6 kernels, depth 2, MLP width 1); a throwaway copy counted by hsi's counters gives
+    11,847 / 14,344 / 15,837 parameters for Pavia University (103 bands, 9 classes), Salinas (204,
+    16) and WHU-Hi-LongKou (270, 9), and 6,825,372 MACs for a 9×9 Pavia window; Lite-C2ANet's
+    Table 7 lists 11.85 K, 14.34 K and 15.84 K. With the copy's weights loaded (its 4 inert biases
+    at zero), our outputs equal its outputs (1e-7). The count, layer by layer at 9×9 (k = 6, T' = (T - 7) // 2 + 1):
+    spatial 1×1 conv (6 T + 6) and 3 blocks of two 3×3 convs with BNs (3 · 684); spectral 7-band
+    conv (48), 3 blocks (3 · 540), T'-band conv (36 T' + 6); two MCAMs (2 · 1,185); two 3×3 convs
+    (2 · 330); AFF (432); positions 82 · 12, class token 12; 2 encoder layers (2 · 579); head 13 C."""
+    def count(bands, classes):
+        return 6 * bands + 6 + 3 * 684 + 48 + 3 * 540 + 36 * ((bands - 7) // 2 + 1) + 6 + 2 * 1185 + 660 + 432 \
+            + 82 * 12 + 12 + 2 * 579 + 13 * classes
+    # Ours leaves out 4 biases that get no gradient (see hsicli/models/els2t.py).
+    for bands, classes, reference in ((103, 9, 11_847), (204, 16, 14_344), (270, 9, 15_837)):
+        assert count(bands, classes) == reference
+        assert n_params(create_model("els2t", bands, classes)) == reference - 4
+    assert measure_macs(create_model("els2t", 103, 9).eval(), (103, 9, 9)).total == 6_825_372
+    # The position embeddings fix the window.
+    assert n_params(create_model("els2t", 103, 9, patch=7)) == 11_843 - (81 - 49) * 12
+
+
 def test_registry_lists_them_with_paper_protocols():
     patch_models = list_models("patch")
     for name in NAMES:
@@ -303,7 +326,7 @@ def test_registry_lists_them_with_paper_protocols():
         spec = get_model_spec(name)
         assert spec.kind == "patch"
         assert spec.description
-    h, s, f, t, a = (get_model_spec(n).defaults for n in NAMES)
+    h, s, f, t, a, e = (get_model_spec(n).defaults for n in NAMES)
     assert (h.patch, h.optimizer, h.lr, h.batch_size, h.epochs) == (25, "adam", 1e-3, 256, 100)
     assert (s.patch, s.optimizer, s.lr, s.batch_size, s.epochs) == (7, "rmsprop", 3e-4, 16, 200)
     assert (f.patch, f.optimizer, f.lr, f.weight_decay, f.batch_size, f.epochs) == (
@@ -311,6 +334,7 @@ def test_registry_lists_them_with_paper_protocols():
     )
     assert (t.patch, t.optimizer, t.lr, t.weight_decay, t.batch_size, t.epochs) == (13, "adam", 1e-3, 0.0, 64, 100)
     assert (a.patch, a.optimizer, a.lr, a.batch_size, a.epochs, a.patience) == (9, "adam", 1e-3, 32, 200, 20)
+    assert (e.patch, e.optimizer, e.lr, e.batch_size, e.epochs) == (9, "adam", 1e-3, 64, 100)
 
 
 @pytest.mark.parametrize(
@@ -327,6 +351,7 @@ def test_registry_lists_them_with_paper_protocols():
         ("ssftt", 2, {}),
         ("ssftt", 30, {"heads": 5}),
         ("a2s2k", 6, {}),
+        ("els2t", 6, {}),
     ],
 )
 def test_impossible_configurations_are_clear_errors(name, bands, args):
@@ -341,7 +366,8 @@ def test_unknown_argument_is_an_error():
 
 @pytest.mark.parametrize(
     ("name", "args"),
-    [("ssftt", {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}), ("a2s2k", {"kernels": 4})],
+    [("ssftt", {"conv3d_kernels": 2, "conv2d_kernels": 16, "heads": 2}), ("a2s2k", {"kernels": 4}),
+     ("els2t", {"kernels": 4})],
 )
 def test_pipe_trains_predicts_evaluates_and_plots(name, args, synthetic_scene, cli, tmp_path):
     # Shrunk by --model-args so that an epoch takes milliseconds; the paper's window (--patch default).
