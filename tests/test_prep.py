@@ -274,6 +274,27 @@ def test_auxiliary_rasters(synthetic_scene, cli, tmp_path):
     assert not (tmp_path / "w.zarr").exists()
 
 
+def test_like_applies_the_training_stores_auxiliary_normalisation(synthetic_scene, cli, tmp_path):
+    """Issue 18: `--like` scales the new scene's auxiliary rasters with the training store's offset
+    and scale (a LiDAR seen by the model on the same scale), not with statistics of its own."""
+    rng = np.random.default_rng(3)
+    trained, new = (synthetic_scene(f"{name}.mat", height=12, width=10, bands=8) for name in ("a", "b"))
+    np.save(tmp_path / "lidar-a.npy", rng.normal(30.0, 5.0, (12, 10)).astype(np.float32))
+    lidar = rng.normal(50.0, 2.0, (12, 10)).astype(np.float32)  # another mean and spread
+    np.save(tmp_path / "lidar-b.npy", lidar)
+    first = prep(cli, trained, "--aux", tmp_path / "lidar-a.npy", "--out", tmp_path / "a.zarr")
+    second = prep(cli, new, "--like", first.path, "--aux", tmp_path / "lidar-b.npy", "--out", tmp_path / "b.zarr")
+    stored, _ = first.transform()
+    np.testing.assert_allclose(second.aux()[:, :, 0], (lidar - stored["aux_offset"][0]) / stored["aux_scale"][0],
+                               rtol=1e-5, atol=1e-5)
+    assert second.attrs["transform_fingerprint"] == first.attrs["transform_fingerprint"]
+    np.save(tmp_path / "two.npy", np.zeros((12, 10, 2), np.float32))
+    wrong = cli("prep", new, "--like", first.path, "--aux", tmp_path / "two.npy", "--out", tmp_path / "w.zarr")
+    assert wrong.exit_code == 1 and "1 auxiliary raster" in wrong.stderr and not (tmp_path / "w.zarr").exists()
+    missing = cli("prep", new, "--like", first.path, "--out", tmp_path / "m.zarr")
+    assert missing.exit_code == 0 and "auxiliary rasters and this scene none" in missing.stderr
+
+
 def test_jasper_ridge_matrix_layout(shared_data, cli, tmp_path):
     source = shared_data / "jasper-ridge" / "JasperRidge2_R198.mat"
     if not source.is_file():

@@ -229,3 +229,29 @@ def _state_epoch(path: Path) -> int | None:
 def _layer(path: str) -> np.ndarray:
     layer = Path(path)
     return SceneStore.open(layer.parent.parent).read_layer("labels", layer.name).data
+
+
+def test_a_store_with_auxiliary_rasters_feeds_a_model_that_reads_them(tmp_path):
+    """A store prepared with --aux trains HSIseg with its rasters by default, saying so; --no-aux
+    leaves them out; a model that cannot read them says that it does not."""
+    store = make_scene(tmp_path / "x.zarr", height=14, width=12, cube_noise=0.3)
+    arrays, attrs = store.transform()
+    aux = np.random.default_rng(0).normal(size=(*store.shape[:2], 2)).astype(np.float32)
+    with_aux = SceneStore.create(tmp_path / "aux.zarr", cube=store.cube(), gt=store.gt(),
+                                 rgb=np.zeros((*store.shape[:2], 3), np.uint8),
+                                 attrs={"class_names": store.class_names, "class_colors": store.class_colors},
+                                 transform=arrays, transform_attrs=attrs, aux=aux)
+    with_aux.add_layer("splits", "s", store.read_layer("splits", "s").data, {})
+
+    def trained(model: str, args: dict, **options) -> tuple[RunRecord, list[str]]:
+        messages: list[str] = []
+        result = train(with_aux.path, TrainOptions(model=model, model_args=args, epochs=1, batch_size=4, **BASE,
+                                                   **options), command="test", on_message=messages.append)
+        return Checkpoint.open(result.path).record, messages
+
+    record, messages = trained("hsiseg", HSISEG, patch=9)
+    assert record.model_args["aux_bands"] == 2 and any("2 auxiliary raster(s)" in m for m in messages)
+    left_out, messages = trained("hsiseg", HSISEG, patch=9, no_aux=True, out=tmp_path / "n.safetensors")
+    assert left_out.model_args["aux_bands"] == 0 and any("--no-aux" in m for m in messages)
+    _, messages = trained("svm", {})
+    assert any("svm reads the spectral bands only" in m for m in messages)

@@ -133,6 +133,8 @@ def _execution_options() -> list[inspect.Parameter]:
             "--log", "--log-file", help="Append per-epoch JSON lines here (--log-file under torchrun).",
             autocompletion=completion.json_lines_files)],
         "resume": Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its state file.")],
+        "no_aux": Annotated[bool, typer.Option(
+            "--no-aux", help="Leave the store's auxiliary rasters (hsi prep --aux) out of a model that can read them.")],
         "device": DeviceOpt,
         "threads": ThreadsOpt,
         "out": OutOpt,
@@ -140,7 +142,7 @@ def _execution_options() -> list[inspect.Parameter]:
         "json_out": JsonOpt,
         "quiet": QuietOpt,
     }
-    defaults = {"device": "auto", "resume": False, "overwrite": False, "json_out": False, "quiet": False}
+    defaults = {"device": "auto", "resume": False, "no_aux": False, "overwrite": False, "json_out": False, "quiet": False}
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name), annotation=kind)
             for name, kind in declared.items()]
 

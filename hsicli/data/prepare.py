@@ -209,10 +209,11 @@ def prepare_scene(
     rgb, rgb_bands = rgb_preview(raw, scene.wavelengths)
     aux = _read_aux(request.aux, (height, width))
     transform_arrays, transform_settings = transform.to_arrays()
+    if like_store is not None and like_store.attrs.get("has_aux") and aux is None:
+        on_warning(f"{like_store.path.name} has auxiliary rasters and this scene none: a model trained with them "
+                   "cannot predict it (give them with --aux)")
     if aux is not None:
-        transform_arrays["aux_offset"] = aux.reshape(-1, aux.shape[2]).mean(axis=0)
-        std = aux.reshape(-1, aux.shape[2]).std(axis=0)
-        transform_arrays["aux_scale"] = np.where(std > 0, std, 1).astype(np.float32)
+        transform_arrays.update(_aux_normalisation(aux, like_store))
         aux = (aux - transform_arrays["aux_offset"]) / transform_arrays["aux_scale"]
     wavelengths = None
     if scene.wavelengths is not None:
@@ -262,6 +263,21 @@ def prepare_scene(
         f"{int((labels > 0).sum())} labelled pixels"
     )
     return PrepResult(path, _summary(store))
+
+
+def _aux_normalisation(aux: np.ndarray, like_store) -> dict[str, np.ndarray]:
+    """Offset and scale of each auxiliary raster: the `--like` store's, so that a model trained with
+    them reads the new scene's rasters on the same scale, else fitted to this scene (z-scores)."""
+    if like_store is not None and like_store.attrs.get("has_aux"):
+        stored, _ = like_store.transform()
+        if stored["aux_offset"].shape[0] != aux.shape[2]:
+            raise HsiError(f"{like_store.path.name} has {stored['aux_offset'].shape[0]} auxiliary raster(s), "
+                           f"--aux gives {aux.shape[2]}",
+                           hint="give the same auxiliary rasters, in the same order, as for the training store")
+        return {"aux_offset": stored["aux_offset"], "aux_scale": stored["aux_scale"]}
+    pixels = aux.reshape(-1, aux.shape[2])
+    std = pixels.std(axis=0)
+    return {"aux_offset": pixels.mean(axis=0), "aux_scale": np.where(std > 0, std, 1).astype(np.float32)}
 
 
 def _summary(store) -> dict:

@@ -50,6 +50,7 @@ def _train_options() -> type:
         ("threads", Optional[int], None),
         ("log", Optional[Path], None),
         ("resume", bool, False),
+        ("no_aux", bool, False),  # leave a store's auxiliary rasters out (recorded as aux_bands 0)
         ("out", Optional[Path], None),
         ("overwrite", bool, False),
     ]
@@ -162,9 +163,11 @@ def resume_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".resume.safetensors")
 
 
-def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | None) -> tuple[RunRecord, ModelSpec]:
+def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | None,
+                on_message: Callable[[str], None] = lambda message: None) -> tuple[RunRecord, ModelSpec]:
     """The fully resolved record of the run `options` ask for: each setting as given, else as the
-    `--like` checkpoint ran it, else the model's paper default; every model argument resolved."""
+    `--like` checkpoint ran it, else the model's paper default; every model argument resolved,
+    and the store's auxiliary rasters read by a model that can take them (unless `no_aux`)."""
     like = Checkpoint.open(options.like).record if options.like else None
     model = options.model or (like.model if like else RunRecord.model)
     spec = get_model_spec(model)
@@ -176,6 +179,7 @@ def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | Non
         hyper = with_overrides(hyper, patch=int(given_args["patch"]))
     # The previous run's arguments stand unless given again; its window size follows --patch.
     base_args = {k: v for k, v in like.model_args.items() if k != "patch"} if same_model else {}
+    base_args.update(_aux_arguments(spec, store, {**base_args, **given_args}, options.no_aux, on_message))
     validate(hyper)
 
     def chosen(name: str) -> Any:
@@ -198,6 +202,25 @@ def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | Non
     )
     validate(hyper, run)
     return run, spec
+
+
+def _aux_arguments(spec: ModelSpec, store: SceneStore, args: dict[str, Any], no_aux: bool,
+                   on_message: Callable[[str], None]) -> dict[str, Any]:
+    """A store prepared with auxiliary rasters (`hsi prep --aux`) gives them to a model that reads
+    them (an `aux_bands` argument), unless its arguments already say how many or `no_aux`; either
+    way a line says what happens to them."""
+    if not store.attrs.get("has_aux") or "aux_bands" in args:
+        return {}
+    count = store.aux().shape[2]
+    if "aux_bands" not in spec.arguments:
+        on_message(f"{store.name} has {count} auxiliary raster(s); {spec.name} reads the spectral bands only")
+        return {}
+    if no_aux:
+        on_message(f"{store.name} has {count} auxiliary raster(s); not used (--no-aux)")
+        return {"aux_bands": 0}
+    on_message(f"{spec.name} reads the {count} auxiliary raster(s) of {store.name} too (aux_bands {count}; "
+               "--no-aux to leave them out)")
+    return {"aux_bands": count}
 
 
 def _request_key(store: SceneStore, run: RunRecord) -> str:
@@ -227,7 +250,7 @@ def train(
         on_epoch, on_message, on_progress = (lambda record: None), (lambda message: None), (lambda done, total: None)
     _, layer_kind, layer_name = split_layer_path(Path(store_path))
     store = SceneStore.open(store_path)
-    run, spec = resolve_run(options, store, layer_name if layer_kind == "splits" else None)
+    run, spec = resolve_run(options, store, layer_name if layer_kind == "splits" else None, on_message)
     split_name, hyper = run.split, run.hyper
     _require_fits(spec, store, split_name, run, world)
     out = Path(options.out) if options.out else default_checkpoint_path(
