@@ -121,7 +121,7 @@ def _comparable(entries: dict[str, str], output: str) -> dict[str, str]:
     def kept(key: str) -> bool:
         parts = Path(key).parts
         return not (key == output or key.startswith(output + "/") or any(".tmp-" in p or ".prev-" in p for p in parts)
-                    or parts[-1] == ".lock")
+                    or parts[-1].endswith(".lock"))
 
     return {key: value for key, value in entries.items() if kept(key)}
 

@@ -132,7 +132,7 @@ def test_download_checks_the_checksum_and_writes_a_receipt(serve, tmp_path: Path
     folder = tmp_path / "toy"
     assert paths == {"cube.bin": folder / "cube.bin", "labels.bin": folder / "labels.bin"}
     assert (folder / "cube.bin").read_bytes() == CUBE and (folder / "labels.bin").read_bytes() == LABELS
-    assert sorted(p.name for p in folder.iterdir()) == [".fetch.lock", "cube.bin", RECEIPT_NAME, "labels.bin"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cube.bin", RECEIPT_NAME, "labels.bin"]
     assert server.requests == [("/files/cube.bin", None), ("/files/labels.bin", None)]
     assert (len(CUBE), len(CUBE)) in calls and calls[-1] == (len(LABELS), len(LABELS))
     assert any("cube.bin" in m for m in messages)

@@ -103,7 +103,7 @@ def fetch(
 
     target.mkdir(parents=True, exist_ok=True)
     # Concurrent fetches (a SLURM job array) take turns; a file finished meanwhile is reused.
-    with write_lock(target, ".fetch.lock"):
+    with write_lock(target):
         for file in missing:
             final = target / file.name
             if final.is_file():

@@ -12,7 +12,7 @@ import numpy as np
 
 from hsicli.errors import HsiError, InputError, OutputExistsError
 from hsicli.store.atomic import check_writable, up_to_date
-from hsicli.store.provenance import describe_file, record
+from hsicli.store.provenance import API_COMMAND, describe_file, record
 
 # Colours for scenes the registry does not know (tab20-like, distinguishable on white).
 DEFAULT_COLORS = (
@@ -113,7 +113,7 @@ def prepare_scene(
     *,
     out: Path | None = None,
     overwrite: bool = False,
-    command: str,
+    command: str = API_COMMAND,
     on_message: Callable[[str], None] = lambda message: None,
     on_warning: Callable[[str], None] = lambda message: None,
 ) -> PrepResult:

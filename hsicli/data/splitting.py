@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hsicli.errors import HsiError, InputError, UsageError
-from hsicli.store.provenance import describe_file, record
+from hsicli.store.provenance import API_COMMAND, describe_file, record
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _read_maps(request: SplitRequest, store) -> tuple[np.ndarray, np.ndarray]:
     return maps[0], maps[1]
 
 
-def make_split(store_path: Path, request: SplitRequest, *, command: str) -> SplitResult:
+def make_split(store_path: Path, request: SplitRequest, *, command: str = API_COMMAND) -> SplitResult:
     from hsicli.data import splits
     from hsicli.store.scene import SceneStore
 

@@ -25,7 +25,7 @@ from hsicli.errors import HsiError, InputError, UsageError
 from hsicli.store.atomic import atomic_path
 from hsicli.store.checkpoint import read_header, training_setup
 from hsicli.store.prediction import PredictionStore
-from hsicli.store.provenance import file_sha256, record
+from hsicli.store.provenance import API_COMMAND, file_sha256, record
 from hsicli.store.record import RunRecord
 from hsicli.store.scene import SceneStore
 
@@ -297,7 +297,7 @@ def _is_prediction(path: Path) -> bool:
     return Path(path).is_dir()
 
 
-def evaluate(inputs: list[Path], *, split: str | None, out: Path | None, command: str,
+def evaluate(inputs: list[Path], *, split: str | None, out: Path | None, command: str = API_COMMAND,
              overwrite: bool = False) -> EvaluationResult:
     """Evaluate each prediction store (metrics saved beside it, refreshed on every run) and read each
     metrics file or summary; group the runs by setup. Several runs give mean ± std per group, one

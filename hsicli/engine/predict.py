@@ -37,7 +37,7 @@ from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import Checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
-from hsicli.store.provenance import describe_file, now, record
+from hsicli.store.provenance import API_COMMAND, describe_file, now, record
 from hsicli.store.scene import SceneStore
 
 
@@ -218,7 +218,7 @@ def open_scene_for(classifier: Classifier, requested: Path | None) -> tuple[Scen
     return store, own
 
 
-def predict(checkpoint: Path, options: PredictOptions, *, command: str,
+def predict(checkpoint: Path, options: PredictOptions, *, command: str = API_COMMAND,
             on_progress: Callable[[int, int], None] = lambda done, total: None,
             on_message: Callable[[str], None] = lambda message: None) -> PredictResult:
     steps = [flag for flag, given in (("--init", options.init), ("--shard", options.shard),

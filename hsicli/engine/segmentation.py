@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hsicli.errors import HsiError, StoreError
+from hsicli.store.provenance import API_COMMAND
 
 
 def adaptive_threshold(confidence, tau: float, axis=None):
@@ -282,7 +283,7 @@ def default_layer_name(prediction_attrs: dict[str, Any], round_number: int) -> s
     return f"pseudo{round_number}-{digest[:8]}"
 
 
-def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str) -> PseudolabelResult:
+def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str = API_COMMAND) -> PseudolabelResult:
     """Build and store round `options.round`'s pseudo-label layer from a prediction store."""
     from hsicli.data.splits import TEST, TRAIN, VAL
     from hsicli.store.prediction import PredictionStore
@@ -384,7 +385,7 @@ def progressive(
     prediction: Path,
     options: ProgressiveOptions,
     *,
-    command: str,
+    command: str = API_COMMAND,
     on_labels: Callable[[PseudolabelResult], None] = lambda result: None,
     on_message: Callable[[str], None] = lambda message: None,
 ) -> list[RoundResult]:

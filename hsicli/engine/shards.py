@@ -11,7 +11,7 @@ When a shard starts it removes its own completion marker, and it writes the mark
 therefore leaves no marker, and re-running it rewrites its whole region; `--finalize` accepts
 the store only when the markers of all N shards are present.
 
-Markers are small JSON files in `STORE/.shards/` (beside the store's `.lock`), one per shard:
+Markers are small JSON files in `STORE/.shards/` (the store's lock is its sibling `.NAME.lock`), one per shard:
 `I-of-N.json` with the shard, its rows, its inference seconds, host and SLURM job.
 """
 

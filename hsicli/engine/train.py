@@ -33,7 +33,7 @@ from hsicli.models.registry import ModelSpec, architecture_args, get_model_spec
 from hsicli.store.atomic import up_to_date
 from hsicli.store.checkpoint import Checkpoint, load_arrays, read_header, require_checkpoint, save_arrays
 from hsicli.store.record import SCHEDULES, RunRecord, TrainDefaults, flagged, validate, with_overrides
-from hsicli.store.provenance import describe_file, record
+from hsicli.store.provenance import API_COMMAND, describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
 
 IGNORE = -1
@@ -239,7 +239,7 @@ def train(
     store_path: Path,
     options: TrainOptions,
     *,
-    command: str,
+    command: str = API_COMMAND,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     on_message: Callable[[str], None] = lambda message: None,
     on_progress: Callable[[int, int], None] = lambda done, total: None,

@@ -14,6 +14,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hsicli import API_COMMAND
+
 if TYPE_CHECKING:
     from hsicli.plot.common import PlotOptions
 
@@ -44,7 +46,7 @@ FORMAT_SUFFIXES = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".eps": "eps", "
 FORMATS = tuple(dict.fromkeys(FORMAT_SUFFIXES.values()))
 
 
-def plot(kind: str, inputs: list[Path], options: PlotOptions, *, command: str) -> Path:
+def plot(kind: str, inputs: list[Path], options: PlotOptions, *, command: str = API_COMMAND) -> Path:
     """Render `kind` from `inputs` and write it atomically; returns the written path. The same
     figure of the same inputs already at the destination is kept (re-running is a no-op)."""
     from dataclasses import replace

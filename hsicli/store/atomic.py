@@ -250,14 +250,15 @@ def atomic_path(final: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def write_lock(directory: Path, name: str = ".lock") -> Iterator[None]:
-    """An exclusive advisory lock held while a writer adds to an existing store.
+def write_lock(artifact: Path) -> Iterator[None]:
+    """An exclusive advisory lock held while a writer adds to an existing store or folder.
 
     Concurrent writers (two `hsi split` on one store, shard writers and `--finalize`) serialise
     here instead of interleaving; the lock dies with the process, so a killed writer never
-    leaves a stale lock behind.
+    leaves a stale lock behind. The lock file is the hidden sibling `.NAME.lock`, outside the
+    store: a file inside a zarr hierarchy makes zarr warn that it is no part of it.
     """
-    lock_path = Path(directory) / name
+    lock_path = Path(artifact).parent / f".{Path(artifact).name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

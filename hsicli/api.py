@@ -1,0 +1,134 @@
+"""The Python API: one function per `hsi` command, and loaders for notebooks (docs/api.md).
+
+Each function takes and returns the same artifacts as its command (paths of scene stores,
+splits, checkpoints, prediction stores, figures) and calls the same engine entry point as the
+CLI, with the same options under the names of the engine's request dataclasses; results are
+the engine's typed results. Errors are the typed exceptions of `hsicli.errors`; nothing is
+printed. Artifacts made here record `python API` as their command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsicli.data.patches import PatchSampler
+from hsicli.data.prepare import PrepRequest, PrepResult, prepare_scene
+from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.data.splitting import SplitRequest, SplitResult, make_split
+from hsicli.engine.evaluate import EvaluationResult, evaluate as evaluate_predictions
+from hsicli.engine.predict import PredictOptions, PredictResult, predict as predict_scene
+from hsicli.engine.segmentation import PseudolabelOptions, PseudolabelResult, pseudolabel as pseudo_labels
+from hsicli.engine.train import TrainOptions, TrainResult, resolve_split, train as train_model
+from hsicli.errors import UsageError
+from hsicli.plot import plot as render
+from hsicli.plot.common import PlotOptions
+from hsicli.store.scene import SceneStore, split_layer_path
+
+SUBSETS = {"train": TRAIN, "val": VAL, "test": TEST}
+
+
+def prep(source: str | Path, *, out: str | Path | None = None, overwrite: bool = False,
+         **request: Any) -> PrepResult:
+    """`hsi prep`: a scene file to a scene store. `request`: `PrepRequest`'s fields (gt, pca,
+    normalisation, drop_water, ...). Returns the store's path and summary."""
+    return prepare_scene(PrepRequest(source=Path(source), **request), out=Path(out) if out else None,
+                         overwrite=overwrite)
+
+
+def split(store: str | Path, **request: Any) -> SplitResult:
+    """`hsi split`: a train/val/test layer of `store`. `request`: `SplitRequest`'s fields (ratio,
+    val, per_class, spatial, controlled, patch, seed, name, ...). Returns STORE/splits/NAME."""
+    return make_split(Path(store), SplitRequest(**request))
+
+
+def train(split: str | Path, **options: Any) -> TrainResult:
+    """`hsi train` on STORE/splits/NAME (or a store with one split). `options`: `TrainOptions`'s
+    fields, the run record's settings (model, model_args, seed, epochs, patch, lr, like, out,
+    ...). A run that is up to date is reused (`result.reused`)."""
+    return train_model(Path(split), TrainOptions(**options))
+
+
+def predict(checkpoint: str | Path, **options: Any) -> PredictResult:
+    """`hsi predict`: a checkpoint to a prediction store. `options`: `PredictOptions`'s fields."""
+    return predict_scene(Path(checkpoint), PredictOptions(**options))
+
+
+def pseudolabel(prediction: str | Path, **options: Any) -> PseudolabelResult:
+    """`hsi pseudolabel` (one round): a label layer of the prediction's scene store.
+    `options`: `PseudolabelOptions`'s fields (tau, zeta, round, name, include_eval)."""
+    return pseudo_labels(Path(prediction), PseudolabelOptions(**options))
+
+
+def evaluate(*predictions: str | Path, split: str | None = None, out: str | Path | None = None,
+             overwrite: bool = False) -> EvaluationResult:
+    """`hsi evaluate`: metrics of prediction stores (or metrics/summary files), grouped by setup;
+    `result.tables` are the tables the command prints (hsicli.engine.report renders them)."""
+    return evaluate_predictions([Path(p) for p in predictions], split=split, out=Path(out) if out else None,
+                                overwrite=overwrite)
+
+
+def plot(kind: str, *inputs: str | Path, **options: Any) -> Path:
+    """`hsi plot KIND`: a figure of `inputs`. `options`: `PlotOptions`'s fields (out, format,
+    with_gt, masked, x, metric, ...). Returns the figure's path."""
+    return render(kind, [Path(p) for p in inputs], PlotOptions(**options))
+
+
+# -- loaders for notebooks ------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """A scene store's arrays: `cube` (H, W, T) float32 as models see it, `gt` (H, W) class
+    codes 1..C (0 unlabelled), and each split's layer (H, W) with 0 unused, 1 train, 2 val, 3 test."""
+
+    path: Path
+    cube: np.ndarray
+    gt: np.ndarray
+    class_names: list[str]
+    class_colors: list[str]
+    splits: dict[str, np.ndarray]
+
+
+def load_scene(store: str | Path) -> Scene:
+    """A scene store as NumPy arrays (`Scene`)."""
+    scene = SceneStore.open(Path(store))
+    splits = {name: scene.read_layer("splits", name).data for name in scene.layer_names("splits")}
+    return Scene(scene.path, scene.cube(), scene.gt(), scene.class_names, scene.class_colors, splits)
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """The labelled pixels of one subset of a split as (patch (T, P, P) float32, class index 0..C-1)
+    pairs, cut by the engine's own sampler (`PatchSampler`, reflect-padded at the borders) in the
+    layout `hsi train` feeds its models."""
+
+    def __init__(self, split: str | Path, subset: str = "train", patch: int = 11):
+        if subset not in SUBSETS:
+            raise UsageError(f"unknown subset {subset!r}", hint=f"use one of {', '.join(SUBSETS)}")
+        _, kind, name = split_layer_path(Path(split))
+        store = SceneStore.open(Path(split))
+        layer = resolve_split(store, None, name if kind == "splits" else None)
+        gt = store.gt().astype(np.int64)
+        self.rows, self.cols = np.nonzero((store.read_layer("splits", layer).data == SUBSETS[subset]) & (gt > 0))
+        self.labels = gt[self.rows, self.cols] - 1
+        self.sampler = PatchSampler.from_cube(store.cube(), patch)
+        self.class_names = store.class_names
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rows, cols = self.rows[index : index + 1], self.cols[index : index + 1]
+        if rows.size == 0:
+            raise IndexError(index)
+        patch = torch.from_numpy(self.sampler.patches(rows, cols)[0]).permute(2, 0, 1)
+        return patch, int(self.labels[index])
+
+
+def patch_dataset(split: str | Path, subset: str = "train", patch: int = 11) -> PatchDataset:
+    """A torch `Dataset` of the patches of `subset` ("train", "val" or "test") of STORE/splits/NAME."""
+    return PatchDataset(split, subset, patch)
