@@ -16,7 +16,7 @@ whatever its default budget decides without a validation set):
 - `5 %`: `hsi split --ratio 0.05 --val 0` (stratified random);
 - `1 % controlled`: `hsi split --ratio 0.01 --val 0 --controlled` (Liang et al. 2017, guard margin);
 - `5 % spatial`: `hsi split --ratio 0.05 --val 0 --spatial` (disjoint blocks, guard margin).
-The guard margins use `--patch 11` (the split's default) for every model.
+The guard margins use `--window 11` (the split's default) for every model.
 
 Each model trains with its registry defaults (`hsi train --model M --seed S`), optionally with its
 default epochs scaled by `--epochs-scale` (the tables then say so), and predicts the test pixels
@@ -193,7 +193,7 @@ def main() -> None:
         if not store.exists():
             hsi("prep", *prep_arguments(scene, work), "--pca", str(PCA), "-o", str(store), "-q", cwd=work)
         for protocol in args.protocols:
-            splits = {seed: hsi("split", str(store), *PROTOCOLS[protocol], "--patch", str(SPLIT_PATCH),
+            splits = {seed: hsi("split", str(store), *PROTOCOLS[protocol], "--window", str(SPLIT_PATCH),
                                 "--seed", str(seed), "-q", cwd=work) for seed in args.seeds}
             folder = work / scene / slug(protocol)
             folder.mkdir(parents=True, exist_ok=True)

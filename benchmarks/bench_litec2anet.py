@@ -56,7 +56,7 @@ def prepare(folder: Path) -> tuple[str, int, int]:
     scene = folder / "salinas_like.npz"
     np.savez(scene, cube=synthetic_cube(labels, 204), gt=labels)
     _, _, store = run_measured([HSI, "prep", str(scene), "-q"], folder)
-    _, _, split = run_measured([HSI, "split", store, "--ratio", "0.01", "--val", "0.01", "--patch", "9",
+    _, _, split = run_measured([HSI, "split", store, "--ratio", "0.01", "--val", "0.01", "--window", "9",
                                 "--json", "-q"], folder)
     info = json.loads(split)
     return info["path"], sum(info["counts"]["train"]), sum(info["counts"]["test"])

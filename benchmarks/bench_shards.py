@@ -1,7 +1,7 @@
 """Sharded `hsi predict` on the local SLURM cluster: a 4× Salinas-sized scene in 1, 2 and 4 shards.
 
 The scene is 1024 × 434 × 30 (Salinas' label layout tiled 2 × 2, synthetic spectra). Each run is
-examples/slurm/submit-predict.sh unchanged — `--init` here, an array of N shard tasks (1 CPU, 1
+examples/slurm/submit-predict.sh unchanged — `--init-shards` here, an array of N shard tasks (1 CPU, 1
 thread each), the finalize job — timed from submission until the finalize job is done; every hsi
 process runs under /usr/bin/time for its peak resident memory. An unsharded `hsi predict` is the
 reference, and each sharded store is checked against it (identical class maps).

@@ -23,7 +23,7 @@ shift $(( $# < 2 ? $# : 2 ))
 store=$(hsi prep "$scene")
 predictions=""
 for seed in $seeds; do
-    split=$(hsi split "$store" --ratio "$ratio" --val "$ratio" --patch 9 --seed "$seed")
+    split=$(hsi split "$store" --ratio "$ratio" --val "$ratio" --window 9 --seed "$seed")
     checkpoint=$(hsi train "$split" --model litec2anet --seed "$seed" "$@")
     predictions="$predictions $(hsi predict "$checkpoint")"
 done

@@ -16,7 +16,7 @@ for kind in random controlled spatial; do
     case $kind in random) how="" ;; *) how="--$kind" ;; esac
     svm="" lite=""
     for seed in $seeds; do
-        split=$(hsi split "$store" --ratio "$ratio" --val 0 $how --patch 9 --seed "$seed" --quiet)
+        split=$(hsi split "$store" --ratio "$ratio" --val 0 $how --window 9 --seed "$seed" --quiet)
         svm="$svm $(hsi train "$split" --model svm --seed "$seed" --quiet | hsi predict --pixels test --quiet)"
         lite="$lite $(hsi train "$split" --model litec2anet --epochs "$epochs" --seed "$seed" --quiet \
             | hsi predict --pixels test --quiet)"

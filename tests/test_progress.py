@@ -46,3 +46,14 @@ def test_quiet_progress_says_nothing(clock, capsys):
 @pytest.mark.parametrize("seconds, said", [(40.4, "40 s"), (130, "2 min 10 s"), (1500, "25 min"), (11100, "3 h 5 min")])
 def test_durations_read_as_people_say_them(seconds, said):
     assert common.duration(seconds) == said
+
+
+def test_verbose_progress_has_a_line_per_step(clock, capsys):
+    log = common.Log(verbose=True)
+    log.tty = False
+    with log.progress("rows predicted") as update:
+        for done in range(1, 11):
+            clock[0] += 0.1
+            update(done, 10)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [f"rows predicted: {done}/10" for done in range(1, 11)]

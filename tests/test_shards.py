@@ -165,7 +165,7 @@ def unsharded(trained, tmp_path_factory):
 def _sharded(checkpoint: Path, out: Path, count: int, order=None):
     from hsicli.engine.predict import predict
 
-    init = predict(checkpoint, _options(out, init=True), command="hsi predict --init")
+    init = predict(checkpoint, _options(out, init=True), command="hsi predict --init-shards")
     assert init.path == out
     for index in order or range(count):
         result = predict(checkpoint, _options(out, shard=f"{index}/{count}"), command="hsi predict --shard")
@@ -279,9 +279,9 @@ def test_shard_steps_through_the_cli(trained, cli, tmp_path, monkeypatch):
     _, checkpoint = trained
     out = tmp_path / "c.pred.zarr"
     common = [str(checkpoint), "--out", str(out), "--device", "cpu", "--threads", "1", "-q"]
-    assert cli("predict", *common, "--init", "--shard", "0/2").exit_code == 2
+    assert cli("predict", *common, "--init-shards", "--shard", "0/2").exit_code == 2
     assert cli("predict", *common, "--shard", "0/2", "--embeddings").exit_code == 2
-    init = cli("predict", *common, "--init")
+    init = cli("predict", *common, "--init-shards")
     assert init.exit_code == 0 and init.lines == [str(out)]
     for task in (0, 1):
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(10 + task))

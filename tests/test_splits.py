@@ -592,7 +592,7 @@ def test_controlled_and_min_pixels_through_the_pipe(synthetic_scene, shell, tmp_
     gt[0, :2] = 5  # a class of 2 labelled pixels, too small for a split with validation
     synthetic_scene("ip.mat", cube=cube, gt=gt)
 
-    refused = shell("hsi prep ip.mat --pca 8 | hsi split --controlled --ratio 0.1 --val 0.1 --patch 5")
+    refused = shell("hsi prep ip.mat --pca 8 | hsi split --controlled --ratio 0.1 --val 0.1 --window 5")
     assert refused.returncode == 1
     assert "class 5 has 2" in refused.stderr and "--min-pixels 3" in refused.stderr
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Predict a large scene in N shards: create the prediction store here (`--init`, seconds), then
+# Predict a large scene in N shards: create the prediction store here (`--init-shards`, seconds), then
 # submit a job array of N shards and the finalize job that runs once every shard succeeded.
 # Prints the prediction store, then the two job ids. The hsi predict options (--store, --out,
 # --batch-size, --device …) go to all three steps, so that they agree on the store. CPUS: CPUs per
@@ -12,7 +12,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 checkpoint=$1 count=$2
 shift 2
-${HSI:-hsi} predict "$checkpoint" --init --quiet "$@"
+${HSI:-hsi} predict "$checkpoint" --init-shards --quiet "$@"
 # shellcheck disable=SC2086 # SBATCH_ARGS is a list of options
 shards=$(sbatch --parsable --cpus-per-task="$("$here/cpus.sh")" ${SBATCH_ARGS:-} --array=0-$((count - 1)) \
     "$here/predict-shards.sbatch" "$checkpoint" "$@")

@@ -44,6 +44,7 @@ OutOpt = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the path.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: a progress line per step.")]
 
 
 def read_input_path(arg: str | None, what: str = "input") -> Path:
@@ -89,8 +90,8 @@ def emit(path: Path, as_json: bool = False, **fields: Any) -> None:
 class Log:
     """Human messages on stderr: rich on a terminal, timestamped plain lines otherwise."""
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, verbose: bool = False):
+        self.quiet, self.verbose = quiet, verbose and not quiet
         self.tty = sys.stderr.isatty()
         self._console = None
 
@@ -141,7 +142,7 @@ class Log:
             if expected:
                 expected.update(done, total)
             now = time.monotonic()
-            if done >= total or now - last_line[0] >= PLAIN_EVERY_S:
+            if self.verbose or done >= total or now - last_line[0] >= PLAIN_EVERY_S:
                 last_line[0] = now
                 left = expected.left(done, total) if expected else None
                 self.info(f"{description}: {done}/{total}" + (f", {duration(left)} left" if left else ""))

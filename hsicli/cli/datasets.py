@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hsicli.cli.common import JsonOpt, Log
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, VerboseOpt
 
 
-def datasets(json_out: JsonOpt = False) -> None:
+def datasets(json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """List the known benchmark scenes: shape, classes, auxiliary data, whether they are on disk.
 
     The table goes to stderr. --json prints one object {"datasets": [...]} on stdout with everything
@@ -30,7 +30,8 @@ def datasets(json_out: JsonOpt = False) -> None:
         ]
         print(json.dumps({"datasets": records}), flush=True)
         return
-
+    if quiet:
+        return
     from rich.table import Table
 
     table = Table(title="Known scenes (hsi fetch NAME)", title_justify="left")

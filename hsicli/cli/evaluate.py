@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli import completion
-from hsicli.cli.common import JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, read_input_path
 from hsicli.cli.options import layer_name_option
 
 
@@ -32,6 +32,7 @@ def evaluate(
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """OA, AA, κ, MCC, ARI and per-class scores on the split's test pixels.
 
@@ -47,7 +48,7 @@ def evaluate(
     from hsicli.engine.report import to_csv, to_json, to_latex, to_markdown
     from hsicli.store.atomic import atomic_path
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
     paths = [read_input_path(p if p != "-" else None, "prediction store") for p in (predictions or [None])]
     result = run_evaluation(paths, split=split, out=out, command=command_line(), overwrite=overwrite)
     if not quiet:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli import completion
-from hsicli.cli.common import JsonOpt, Log, QuietOpt, emit
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, VerboseOpt, emit
 from hsicli.cli.options import ranged_option
 
 
@@ -76,6 +76,7 @@ def fetch(
     timeout: Annotated[float, ranged_option("--timeout", gt=0.0, help="Seconds without data before an address fails.")] = 60,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Find a known scene in $HSI_DATA_DIR or download it, checking sizes and sha256.
 
@@ -87,7 +88,7 @@ def fetch(
     from hsicli.data.fetch import default_dest
     from hsicli.data.fetch import fetch as fetch_scene
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
     info = get_dataset(name)
     with _Display(log) as display:
         paths = fetch_scene(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hsicli.cli.common import ArtifactArg, JsonOpt, read_input_path
+from hsicli.cli.common import ArtifactArg, JsonOpt, Log, QuietOpt, VerboseOpt, read_input_path
 
 
 def info(
@@ -20,6 +20,8 @@ def info(
         typer.Option("--clean", help="Remove the leftover temporaries whose writer has exited (never a running one's); a replaced "
                      "store left aside by a killed --overwrite is put back."),
     ] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Describe a store, layer, checkpoint or prediction: shape, classes, splits, history.
 
@@ -32,12 +34,13 @@ def info(
     from hsicli.store.atomic import restore_or_remove_abandoned
     from hsicli.store.inspect import describe, leftovers, render
 
+    log = Log(quiet, verbose)
     target = read_input_path(path, "artifact")
     description = describe(target)
     if clean and description.get("kind") != "incomplete":
         cleaned = restore_or_remove_abandoned([Path(entry["path"]) for entry in description["temporaries"]])
         for entry, action in cleaned:
-            print(f"{action} {entry} (its writer has exited)", file=sys.stderr)
+            log.info(f"{action} {entry} (its writer has exited)")
         for action in ("removed", "restored"):
             description[action] = [str(entry) for entry, done in cleaned if done == action]
         description["temporaries"] = leftovers(target)
@@ -48,5 +51,6 @@ def info(
     if json_out:
         print(json.dumps(description, default=str))
     else:
-        print(render(description), file=sys.stderr)
+        if not quiet:
+            print(render(description), file=sys.stderr)
         print(description["path"])

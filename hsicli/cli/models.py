@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hsicli.cli import completion
-from hsicli.cli.common import JsonOpt
+from hsicli.cli.common import JsonOpt, QuietOpt, VerboseOpt
 from hsicli.cli.options import ranged_option
 
 
@@ -23,6 +23,8 @@ def models(
     ] = None,
     model_args: Annotated[Optional[str], typer.Option("--model-args", help="Architecture arguments as JSON.")] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,  # the table is the whole output: nothing more to add
 ) -> None:
     """List the registered models: kind, paper, parameters and MACs per sample.
 
@@ -43,6 +45,8 @@ def models(
                            model_args=parse_json_object(model_args, "--model-args"), check=require_model_fits)
     if json_out:
         print(json.dumps({"bands": bands, "classes": classes, "models": rows}))
+        return
+    if quiet:
         return
     from rich.console import Console
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli import completion
-from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, read_input_path
 from hsicli.cli.options import SEED_MAX, layer_name_option, ranged_option
 from hsicli.plot import FORMATS, KINDS
 
@@ -53,6 +53,8 @@ def plot(
     seed: Annotated[int, ranged_option("--seed", ge=0, le=SEED_MAX, help="tsne: seed of the sample and of t-SNE.")] = 0,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,  # plot writes nothing on stderr but errors; taken as every command takes it
+    verbose: VerboseOpt = False,
 ) -> None:
     """Draw a figure headless (PNG, SVG, PDF, EPS, JPEG, WebP) or export a map (GeoTIFF); prints its path.
 

@@ -9,7 +9,7 @@ import typer
 
 from hsicli.cli import completion
 from hsicli.cli.common import (
-    CheckpointArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, command_line, emit, read_input_path,
+    CheckpointArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, read_input_path,
 )
 from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt, ranged_option
 
@@ -36,7 +36,7 @@ def predict(
     threads: ThreadsOpt = None,
     amp: AmpOpt = False,
     init: Annotated[
-        bool, typer.Option("--init", help="Sharded prediction, step 1: create the empty prediction store.")
+        bool, typer.Option("--init-shards", help="Sharded prediction, step 1: create the empty prediction store.")
     ] = False,
     shard: Annotated[
         Optional[str],
@@ -50,18 +50,19 @@ def predict(
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Predict a whole scene from a checkpoint; needs no flags beyond the checkpoint.
 
     Example: hsi predict salinasA-pca30-svm-ratio0.05-val0.08-seed0-s0.safetensors
 
-    A large scene in N tasks (e.g. a SLURM job array, see examples/slurm/): `hsi predict CKPT --init`,
+    A large scene in N tasks (e.g. a SLURM job array, see examples/slurm/): `hsi predict CKPT --init-shards`,
     then `hsi predict CKPT --shard I/N` for I = 0 … N-1 (in any order, in parallel; re-running one
     repairs its rows), then `hsi predict CKPT --finalize`. All three take the same options.
     """
     from hsicli.engine.predict import PredictOptions, predict as run_prediction
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
     path = read_input_path(checkpoint, "checkpoint")
     options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
                              probabilities=probabilities, pixels=pixels, device=device, threads=threads, amp=amp,

@@ -14,7 +14,7 @@ from hsicli.cli.common import (
     Log,
     OutOpt,
     OverwriteOpt,
-    QuietOpt,
+    QuietOpt, VerboseOpt,
     SceneFileArg,
     command_line,
     emit,
@@ -65,13 +65,14 @@ def prep(
                                          autocompletion=completion.scene_files)
     ] = None,
     like: Annotated[
-        Optional[Path], typer.Option("--like", help="Apply the preprocessing fitted for this scene store unchanged.",
+        Optional[Path], typer.Option("--like", help="Repeat the preprocessing recorded in this scene store, its fitted statistics unchanged.",
                                      autocompletion=completion.stores)
     ] = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Read a scene (MATLAB, ENVI, NumPy, GeoTIFF) and write a scene store.
 
@@ -79,7 +80,7 @@ def prep(
     """
     from hsicli.data.prepare import PrepRequest, prepare_scene
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
     source = read_input_path(input, "scene file")
     request = PrepRequest(
         source=source,

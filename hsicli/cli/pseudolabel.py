@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hsicli.cli.common import JsonOpt, Log, QuietOpt, StoreArg, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, VerboseOpt, StoreArg, command_line, emit, read_input_path
 from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 
 
@@ -18,7 +18,9 @@ def pseudolabel(
     zeta: Annotated[float, ranged_option("--zeta", ge=0.0, le=1.0, help="ζ added to τ2 each round (eq. 53).")] = 0.005,
     round_number: Annotated[int, ranged_option("--round", ge=1, help="Round K: τ2 + ζ·(K − 1).")] = 1,
     name: Annotated[
-        Optional[str], layer_name_option("--name", help="Layer name (default: pseudoK-<checkpoint hash>; NAME-K with --iterations).")
+        Optional[str], layer_name_option("--name", help="Name of the label layer written into the store, "
+                                         "STORE/labels/NAME (default: pseudoK-HASH of the checkpoint; NAME-K with "
+                                         "--iterations).")
     ] = None,
     include_eval: Annotated[
         bool,
@@ -39,6 +41,7 @@ def pseudolabel(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Label the confident pixels of a prediction as a new label layer of its scene store.
 
@@ -57,7 +60,7 @@ def pseudolabel(
         ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer, test_accuracy,
     )
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
     path = read_input_path(prediction, "prediction store")
     options = PseudolabelOptions(tau=tau, zeta=zeta, round=round_number, name=name, include_eval=include_eval)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hsicli.cli import completion
-from hsicli.cli.common import JsonOpt, Log, QuietOpt, StoreArg, command_line, emit, read_input_path
+from hsicli.cli.common import JsonOpt, Log, QuietOpt, VerboseOpt, StoreArg, command_line, emit, read_input_path
 from hsicli.cli.options import SeedOpt, layer_name_option, ranged_option
 
 
@@ -26,21 +26,21 @@ def split(
     ] = None,
     spatial: Annotated[
         bool,
-        typer.Option("--spatial", help="Spatially disjoint blocks with a guard margin of the patch radius."),
+        typer.Option("--spatial", help="Spatially disjoint blocks with a guard margin of the window radius."),
     ] = False,
     controlled: Annotated[
         bool,
         typer.Option(
             "--controlled",
             help="Controlled random sampling (Liang et al. 2017, Lite-C2ANet): per class, training regions grown "
-            "from a random seed in each connected region, plus a guard margin of the patch radius.",
+            "from a random seed in each connected region, plus a guard margin of the window radius.",
         ),
     ] = False,
     guard: Annotated[
         bool,
         typer.Option(
             "--guard/--no-guard",
-            help="With --controlled: leave out the labelled pixels within the patch radius of a training pixel "
+            help="With --controlled: leave out the labelled pixels within the window radius of a training pixel "
             "(--no-guard keeps them as test, as the paper does).",
         ),
     ] = True,
@@ -51,9 +51,12 @@ def split(
     ] = None,
     train_var: Annotated[Optional[str], typer.Option("--train-var", help="Train map variable in --from-maps.")] = None,
     test_var: Annotated[Optional[str], typer.Option("--test-var", help="Test map variable in --from-maps.")] = None,
-    patch: Annotated[
-        int, ranged_option("--patch", ge=1, help="Patch size for the leakage report and the --spatial / --controlled guard margin.")
+    window: Annotated[
+        int, ranged_option("--window", ge=1, help="Window size (the patch size you will train with) for the leakage "
+                           "report and the --spatial / --controlled guard margin.")
     ] = 11,
+    # The old spelling, hidden: --patch is train's patch size; here it named the window above.
+    patch: Annotated[Optional[int], ranged_option("--patch", ge=1, help="Deprecated: --window.", hidden=True)] = None,
     seed: SeedOpt = 0,
     min_pixels: Annotated[
         Optional[int],
@@ -65,10 +68,12 @@ def split(
         ),
     ] = None,
     name: Annotated[
-        Optional[str], layer_name_option("--name", help="Layer name (default: derived from the parameters and seed).")
+        Optional[str], layer_name_option("--name", help="Name of the split layer written into the store, "
+                                         "STORE/splits/NAME (default: derived from the parameters and seed).")
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Split the labelled pixels of a scene store into train / validation / test.
 
@@ -80,15 +85,18 @@ def split(
 
       hsi split scene.zarr --ratio 0.01 --val 0.01  (Lite-C2ANet 1/1/98)
 
-      hsi split scene.zarr --ratio 0.1 --spatial --patch 11
+      hsi split scene.zarr --ratio 0.1 --spatial --window 11
 
-      hsi split scene.zarr --ratio 0.01 --val 0 --controlled --patch 11   (Lite-C2ANet [37])
+      hsi split scene.zarr --ratio 0.01 --val 0 --controlled --window 11   (Lite-C2ANet [37])
 
       hsi split scene.zarr --ratio 0.05 --min-pixels 10   (leave out classes under 10 pixels)
     """
     from hsicli.data.splitting import SplitRequest, make_split
 
-    log = Log(quiet)
+    log = Log(quiet, verbose)
+    if patch is not None:
+        log.warn("split's --patch is now --window (--patch is train's patch size)")
+        window = patch
     path = read_input_path(store, "scene store")
     request = SplitRequest(
         ratio=ratio,
@@ -101,7 +109,7 @@ def split(
         from_maps=from_maps,
         train_var=train_var,
         test_var=test_var,
-        patch=patch,
+        patch=window,
         seed=seed,
         min_pixels=min_pixels,
         name=name,

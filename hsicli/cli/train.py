@@ -15,7 +15,7 @@ import typer
 
 from hsicli.cli import completion
 from hsicli.cli.common import (
-    JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, command_line, emit, read_input_path,
+    JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, VerboseOpt, command_line, emit, read_input_path,
 )
 from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 from hsicli.errors import UsageError
@@ -70,7 +70,7 @@ def train(store: Optional[str] = None, **settings: Any) -> None:
     from hsicli.engine.train import TrainOptions, train as run_training
 
     log_file, json_out = settings.pop("log_file"), settings.pop("json_out")
-    log = Log(settings.pop("quiet"))
+    log = Log(settings.pop("quiet"), settings.pop("verbose"))
     if settings["model_args"] is not None:
         settings["model_args"] = parse_json_object(settings["model_args"], "--model-args")
     _check_window(settings)
@@ -141,8 +141,10 @@ def _execution_options() -> list[inspect.Parameter]:
         "overwrite": OverwriteOpt,
         "json_out": JsonOpt,
         "quiet": QuietOpt,
+        "verbose": VerboseOpt,
     }
-    defaults = {"device": "auto", "resume": False, "no_aux": False, "overwrite": False, "json_out": False, "quiet": False}
+    defaults = {"device": "auto", "resume": False, "no_aux": False, "overwrite": False, "json_out": False, "quiet": False,
+                "verbose": False}
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name), annotation=kind)
             for name, kind in declared.items()]
 

@@ -9,7 +9,7 @@ and its patches cut from their output, instead of once per patch containing a pi
 `--pixels labelled` or `test` classifies only the labelled pixels of the scene, or the labelled
 test pixels of the checkpoint's split; the others keep class 0, probabilities 0 and entropy NaN.
 
-Sharded (hsicli.engine.shards): `--init` creates the complete, empty store marked incomplete;
+Sharded (hsicli.engine.shards): `--init-shards` creates the complete, empty store marked incomplete;
 `--shard I/N` predicts the row blocks of shard I into it, exactly as the unsharded loop would
 (each block reads its own margin rows, or its windows' halo, so the result does not depend on the
 sharding); `--finalize` checks that every shard finished and writes the final attributes.
@@ -221,11 +221,11 @@ def open_scene_for(classifier: Classifier, requested: Path | None) -> tuple[Scen
 def predict(checkpoint: Path, options: PredictOptions, *, command: str = API_COMMAND,
             on_progress: Callable[[int, int], None] = lambda done, total: None,
             on_message: Callable[[str], None] = lambda message: None) -> PredictResult:
-    steps = [flag for flag, given in (("--init", options.init), ("--shard", options.shard),
+    steps = [flag for flag, given in (("--init-shards", options.init), ("--shard", options.shard),
                                       ("--finalize", options.finalize)) if given]
     if len(steps) > 1:
         raise UsageError(f"{' and '.join(steps)} are separate steps of a sharded prediction",
-                         hint="run `--init` once, then `--shard I/N` for every shard, then `--finalize`")
+                         hint="run `--init-shards` once, then `--shard I/N` for every shard, then `--finalize`")
     if steps and options.embeddings:
         raise UsageError("--embeddings is not available for sharded prediction",
                          hint="predict the scene in one run to export embeddings")
@@ -371,7 +371,7 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
 
 def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, store: SceneStore, selection: np.ndarray,
                   options: PredictOptions, command: str, on_progress, on_message) -> PredictResult:
-    """`--init`, `--shard I/N` or `--finalize`: the steps of one prediction store filled by N tasks."""
+    """`--init-shards`, `--shard I/N` or `--finalize`: the steps of one prediction store filled by N tasks."""
     height, width, _ = store.shape
     key = attrs["request_key"]
     if options.init:
@@ -387,11 +387,11 @@ def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, stor
         return PredictResult(out, {"complete": False})
     if not out.exists():
         raise StoreError(f"prediction store {out} does not exist",
-                         hint="create it first with `hsi predict CHECKPOINT --init` (same options)")
+                         hint="create it first with `hsi predict CHECKPOINT --init-shards` (same options)")
     prediction = PredictionStore.open(out, allow_incomplete=True)
     if prediction.attrs.get("request_key") != key:
         raise StoreError(f"{out} was initialised for another checkpoint, scene or options",
-                         hint="give the checkpoint and options of `--init`, or start over with `--init --overwrite`")
+                         hint="give the checkpoint and options of `--init-shards`, or start over with `--init-shards --overwrite`")
     if prediction.complete:  # a requeued task or a second finalize: nothing left to do
         on_message(f"{out} is already complete")
         return PredictResult(out, {"complete": True})
