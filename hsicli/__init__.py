@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 API_COMMAND = "python API"
 
 _API = ("prep", "split", "train", "predict", "pseudolabel", "evaluate", "load_scene", "patch_dataset",
-        "Scene", "PatchDataset")
+        "Scene", "PatchDataset", "sweep", "sweep_points", "run_point", "SweepPoint")
 __all__ = ["__version__", *_API]
 
 

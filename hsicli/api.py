@@ -9,7 +9,11 @@ printed. Artifacts made here record `python API` as their command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from hsicli.plot.common import PlotOptions
 from hsicli.store.scene import SceneStore, split_layer_path
 
 SUBSETS = {"train": TRAIN, "val": VAL, "test": TEST}
+# Sweep keys that set the split's protocol; the others are the run record's (TrainOptions).
+SPLIT_KEYS = frozenset(f.name for f in fields(SplitRequest)) - {"seed", "name"}
 
 
 def prep(source: str | Path, *, out: str | Path | None = None, overwrite: bool = False,
@@ -132,3 +138,67 @@ class PatchDataset(torch.utils.data.Dataset):
 def patch_dataset(split: str | Path, subset: str = "train", patch: int = 11) -> PatchDataset:
     """A torch `Dataset` of the patches of `subset` ("train", "val" or "test") of STORE/splits/NAME."""
     return PatchDataset(split, subset, patch)
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: the split's protocol, the run record's settings and the seed."""
+
+    split: dict[str, Any]
+    train: dict[str, Any]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """The run's file stem: its model, every setting the grid or the sweep sets, its seed."""
+        settings = {**self.split, **{k: v for k, v in self.train.items() if k != "model"}}
+        parts = [str(self.train.get("model", "model"))]
+        parts += [_compact(key, value) for key, value in sorted(settings.items())]
+        return "-".join([*parts, f"s{self.seed}"])
+
+
+def _compact(key: str, value: Any) -> str:
+    """`patch5`, `ratio0.01`, `model_args_n_estimators_5`: a setting as a file-name part."""
+    if isinstance(value, (dict, list)):
+        return key + "_" + re.sub(r"[^A-Za-z0-9.]+", "_", json.dumps(value, sort_keys=True)).strip("_")
+    return key + re.sub(r"[^A-Za-z0-9._]+", "_", str(value))
+
+
+def sweep_points(grid: dict[str, Sequence[Any]], seeds: Sequence[int] = (0,), **fixed: Any) -> list[SweepPoint]:
+    """Every combination of `grid`'s values (keys: `SplitRequest` fields for the split's protocol,
+    `TrainOptions` fields for the run record), for each seed (the split's and the training's);
+    `fixed` settings apply to every point. The order is stable, so point i is the same run in
+    every process (a SLURM array task runs point $SLURM_ARRAY_TASK_ID)."""
+    train_keys = {f.name for f in fields(TrainOptions)}
+    unknown = sorted((grid.keys() | fixed.keys()) - SPLIT_KEYS - train_keys)
+    if unknown or "seed" in grid or "seed" in fixed:
+        raise UsageError(f"unknown sweep setting {', '.join(unknown) or 'seed'}",
+                         hint="seeds are given apart; settings are SplitRequest or TrainOptions fields")
+    keys = sorted(grid)
+    points = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        chosen = {**fixed, **dict(zip(keys, values))}
+        for seed in seeds:
+            points.append(SweepPoint(split={k: v for k, v in chosen.items() if k in SPLIT_KEYS},
+                                     train={k: v for k, v in chosen.items() if k not in SPLIT_KEYS}, seed=seed))
+    return points
+
+
+def run_point(store: str | Path, point: SweepPoint, out: str | Path) -> Path:
+    """Split, train and predict one sweep point into `out` (`LABEL.safetensors`, `LABEL.pred.zarr`);
+    each step reuses what an earlier identical run wrote, so a rerun does nothing. Returns the
+    prediction store, which `hsi evaluate` and `hsi plot sweep` read."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layer = split(store, **point.split, seed=point.seed).path
+    checkpoint = train(layer, **point.train, seed=point.seed, out=out / f"{point.label}.safetensors").path
+    return predict(checkpoint, out=out / f"{point.label}.pred.zarr").path
+
+
+def sweep(store: str | Path, grid: dict[str, Sequence[Any]], *, out: str | Path, seeds: Sequence[int] = (0,),
+          **fixed: Any) -> list[Path]:
+    """Run every point of `sweep_points(grid, seeds, **fixed)` on `store`; the prediction stores."""
+    return [run_point(store, point, out) for point in sweep_points(grid, seeds, **fixed)]

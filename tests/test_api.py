@@ -63,3 +63,38 @@ def test_import_hsicli_stays_light():
     code = "import sys, hsicli; print([m for m in ('numpy', 'torch', 'zarr') if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene, tmp_path):
+    from hsicli import api
+    from hsicli.store.prediction import PredictionStore
+
+    store = api.prep(synthetic_scene(height=12, width=10, bands=6, classes=3), out=tmp_path / "s.zarr").path
+    grid = {"ratio": [0.2, 0.4], "model_args": [{"n_estimators": 5}]}
+    predictions = api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1)
+    assert [p.name for p in predictions] == [
+        f"rf-model_args_n_estimators_5-ratio{r}-val0.1-s{s}.pred.zarr" for r in (0.2, 0.4) for s in (0, 1)]
+    ratios = [PredictionStore.open(p).attrs for p in predictions]
+    assert len({json.dumps(a, sort_keys=True, default=str) for a in ratios}) == 4  # four distinct runs
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1) == predictions
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == written  # a rerun does nothing
+
+    evaluation = api.evaluate(*predictions)
+    assert len(evaluation.groups) == 2 and all(len(g.runs) == 2 for g in evaluation.groups)  # per ratio, 2 seeds
+    figure = api.plot("sweep", *predictions, x="params.ratio", out=tmp_path / "sweep.png")
+    assert figure.stat().st_size > 0
+
+    # The same grid as a SLURM array: task I runs point I, here run as the array would (without sbatch).
+    args = [str(store), "--out", str(tmp_path / "array"), "--grid", "ratio=0.2,0.4", "--seeds", "0,1",
+            "--set", "model=rf", "--set", "val=0.1", "--set", 'model_args={"n_estimators": 5}']
+    script = tmp_path / "sweep.sbatch"
+    made = subprocess.run([sys.executable, str(ROOT / "examples" / "sweep.py"), *args, "--slurm", str(script)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert made.returncode == 0, made.stderr
+    text = script.read_text()
+    assert "#SBATCH --array=0-3\n" in text and "--slurm" not in text
+    task = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "SLURM_ARRAY_TASK_ID": "2"})
+    assert task.returncode == 0, task.stderr
+    assert task.stdout.strip() == str(tmp_path / "array" / "rf-model_args_n_estimators_5-ratio0.4-val0.1-s0.pred.zarr")
