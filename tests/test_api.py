@@ -80,7 +80,7 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
     assert api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1) == predictions
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == written  # a rerun does nothing
 
-    evaluation = api.evaluate(*predictions)
+    evaluation = api.evaluate(*predictions, out=tmp_path / "sweep.summary.json")  # not the working directory
     assert len(evaluation.groups) == 2 and all(len(g.runs) == 2 for g in evaluation.groups)  # per ratio, 2 seeds
     figure = api.plot("sweep", *predictions, x="params.ratio", out=tmp_path / "sweep.png")
     assert figure.stat().st_size > 0
