@@ -175,6 +175,26 @@ def test_seed_sweep_array_and_summary(cluster, env, tmp_path):
     assert "3 run(s)" in (tmp_path / f"hsi-summary-{summary}.out").read_text(), "the table is in the job's output"
 
 
+
+def test_python_sweep_driver_as_an_array(cluster, env, tmp_path):
+    """examples/sweep.py --slurm: the grid's array runs one point per task; the driver rerun after
+    it finds every point done and rewrites nothing."""
+    store = _make_store(tmp_path / "scene.zarr", 40, 30)
+    args = [str(REPO / "examples" / "sweep.py"), str(store), "--out", str(tmp_path / "runs"), "--grid",
+            "ratio=0.1,0.2", "--seeds", "0,1", "--set", "model=svm", "--set", "val=0.05"]
+    made = subprocess.run([sys.executable, *args, "--slurm", str(tmp_path / "sweep.sbatch")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    array = _submit([*SMALL, str(tmp_path / "sweep.sbatch")], tmp_path, env)
+    _wait([array])
+    assert len(_job_records(array)) == 4, "one array task per grid point and seed"
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    rerun = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(rerun.stdout.split()) == sorted(str(p) for p in written if p.name.endswith(".pred.zarr"))
+    assert len(rerun.stdout.split()) == 4
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == written
+
 @wired
 def test_two_task_srun_training_equals_one_process(cluster, env, tmp_path):
     store = _make_store(tmp_path / "scene.zarr", 40, 30)
