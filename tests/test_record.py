@@ -29,7 +29,7 @@ BASE = dict(split="s", device="cpu", threads=1)
 # to the record without a value here fails `test_every_declared_option_has_a_non_default_value`.
 NON_DEFAULT = {
     "model": "hsiseg", "model_args": {**HSISEG, "tau1": 0.6},
-    "split": "s", "seed": 3, "class_weights": "balanced", "amp": True,
+    "split": "s", "seed": 3, "class_weights": "balanced", "amp": True, "protocol": "paper", "step_budget": 8,
     "patch": 9, "lr": 0.002, "weight_decay": 0.01, "batch_size": 4, "epochs": 2, "patience": 5,
     "schedule": "cosine", "warmup": 1, "clip_grad": 1.0, "ema": 0.9,
 }

@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, make_dataclass
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
-from hsicli.engine import distributed, memory, preempt
+from hsicli.engine import budget, distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
 from hsicli.models.registry import ModelSpec, architecture_args, get_model_spec
@@ -173,7 +173,8 @@ def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | Non
     spec = get_model_spec(model)
     same_model = like is not None and like.model == model
     given_hyper = {f.name: getattr(options, f.name) for f in flagged(TrainDefaults)}
-    hyper = with_overrides(like.hyper if same_model else spec.defaults, **given_hyper)
+    protocol = budget.resolve_protocol(options.protocol, options.epochs is not None, like.protocol if like else None)
+    hyper = with_overrides(like.hyper if same_model else budget.protocol_defaults(spec, protocol), **given_hyper)
     given_args = dict(options.model_args or {})
     if options.patch is None and "patch" in given_args:
         hyper = with_overrides(hyper, patch=int(given_args["patch"]))
@@ -198,6 +199,8 @@ def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | Non
         class_weights=chosen("class_weights"),
         amp=bool(chosen("amp")),
         init=str(Path(init).absolute()) if init else None,
+        protocol=protocol,
+        step_budget=int(chosen("step_budget")),
         hyper=hyper,
     )
     validate(hyper, run)
@@ -275,8 +278,10 @@ def train(
     else:
         try:
             with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
-                arrays, training = _fit_torch(spec, data, store, run, options, out, key, on_epoch, on_message,
-                                              world, preemption, on_progress)
+                plan = budget.plan(run.protocol, run.hyper.epochs, run.step_budget, train_pixels=data.train_y.size,
+                                   batch_size=run.hyper.batch_size)
+                arrays, training = _fit_torch(spec, data, store, run, plan, options, out, key, on_epoch,
+                                              on_message, world, preemption, on_progress)
         except KeyboardInterrupt:
             raise Interrupted(f"training interrupted (Ctrl-C); {_kept_state(resume_path(out), key)}; "
                               "run the same command with --resume to continue") from None
@@ -538,10 +543,11 @@ def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, 
     return correct / y.size
 
 
-def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOptions, out: Path,
-               run_key: str, on_epoch, on_message, world: distributed.World,
+def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Budget, options: TrainOptions,
+               out: Path, run_key: str, on_epoch, on_message, world: distributed.World,
                preemption: preempt.PreemptionFlag, on_progress) -> tuple[dict, dict]:
-    """Train a torch model; `run_key` (the request key) ties the resume state to this exact run.
+    """Train a torch model for at most `plan.max_epochs`; `run_key` (the request key) ties the resume
+    state to this exact run.
 
     Data-parallel across the ranks of `world` (inside its process group); stops with `Preempted`
     at the first batch after `preemption` is set.
@@ -555,7 +561,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOp
     from hsicli.models import precision
     from hsicli.models.registry import create_model
 
-    hyper = run.hyper
+    hyper = replace(run.hyper, epochs=plan.max_epochs)  # the loop and the schedules span the whole budget
     if options.threads:
         torch.set_num_threads(options.threads)
     keep_freed_memory()
@@ -677,12 +683,20 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOp
             best.update(epoch=epoch, val=score)
             best["weights"] = {k: v.detach().clone().cpu() for k, v in averaged.state_dict().items()}
         stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
+        converged = not stop and budget.should_stop(plan, history)
+        stop = stop or converged
         if world.is_main:
             _write_state(state_file, model, optimizer, best, average, history, epoch, run_key, stop)
         on_epoch(entry)
-        if stop:
+        if converged and epoch < plan.max_epochs:
+            on_message(budget.stop_message(plan, history))
+        elif stop and not converged:
             on_message(f"early stop: no validation improvement for {hyper.patience} epochs")
+        if stop:
             break
+    underfit = budget.underfit(history)
+    if underfit:
+        on_message(budget.underfit_message(underfit))
     arrays = weights_to_arrays(best["weights"], "model.")
     training = {
         "history": history,
@@ -691,6 +705,8 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, options: TrainOp
         "device": str(device),
         "threads": torch.get_num_threads(),
         "augment": asdict(augment) if augment else None,
+        "budget": plan.to_dict(),
+        "underfit": underfit,
     }
     return arrays, training
 

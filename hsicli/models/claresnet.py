@@ -616,6 +616,13 @@ class CLAReSNet(nn.Module):
         epochs=40,
         augment=True,
     ),
+    # The paper's 40 epochs at lr 1e-4 are 18,000 steps on its scenes (72 % of each) but a few
+    # hundred on a small training set, where they end near chance: 200 synthetic pixels 50 % after
+    # 520 steps, Indian Pines 10 per class 42 % after 120 (57 % without augmentation). At lr 1e-3
+    # the same network learns steadily (76 % after 390 steps, loss still falling); gradients are
+    # clipped at norm 1 after a 2-epoch warm-up, which keeps the higher rate from the collapses
+    # benchmarks/bench_claresnet.py saw unclipped. Constant, so an extended budget keeps learning.
+    adaptive={"lr": 1e-3, "warmup": 2, "clip_grad": 1.0},
 )
 def claresnet(bands: int, classes: int, **args) -> nn.Module:
     """CLAReSNet: multi-scale residual CNN per band, RNN + multi-scale latent attention over bands."""

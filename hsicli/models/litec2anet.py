@@ -360,7 +360,7 @@ def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: 
         batch_size=64,
         eval_batch_size=64,  # see "Speed" above
         epochs=100,
-        augment=False,
+        augment=True,  # §4.1: "we also use the data augmentation technique [14]" (flips, rotations, noise)
     ),
 )
 def litec2anet(bands: int, classes: int, **args: Any) -> nn.Module:

@@ -29,6 +29,9 @@ class ModelSpec:
     paper: str
     builder: Callable[..., Any]
     defaults: TrainDefaults = field(default_factory=TrainDefaults)
+    # Settings the default ("adaptive") protocol uses instead of the paper's where the paper's do
+    # not fit a small training set (hsicli.engine.budget); `--protocol paper` ignores them.
+    adaptive: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     # Architectures whose layer sizes depend on the input window declare a `patch` argument;
     # the engine then builds them for the patch size it trains with.
@@ -61,6 +64,7 @@ def register_model(
     kind: str,
     paper: str,
     defaults: TrainDefaults | None = None,
+    adaptive: dict[str, Any] | None = None,
     description: str = "",
     activations_per_input: float = 0.0,
     activations_per_pixel: float = 0.0,
@@ -89,6 +93,7 @@ def register_model(
             paper=paper,
             builder=builder,
             defaults=defaults or TrainDefaults(),
+            adaptive=dict(adaptive or {}),
             description=description or first_doc_line,
             takes_patch="patch" in inspect.signature(builder).parameters,
             activations_per_input=activations_per_input,

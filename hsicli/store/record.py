@@ -20,6 +20,8 @@ from hsicli.errors import HsiError
 
 SCHEDULES = ("constant", "step", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
+PROTOCOLS = ("adaptive", "paper")  # hsicli.engine.budget
+DEFAULT_STEP_BUDGET = 1500
 
 Check = Callable[[Any], Optional[str]]  # the problem with a value, or None when it is valid
 
@@ -98,6 +100,14 @@ class RunRecord:
                                  _one_of(CLASS_WEIGHTS, "class weighting"))
     amp: bool = setting(False, "--amp", "bfloat16 autocast (faster on CPUs with bf16 and on GPUs).")
     init: Optional[str] = setting(None, "--init", "Start from this checkpoint's weights.")
+    # How long a torch model trains (hsicli.engine.budget); not given: "paper" with --epochs N
+    # (exactly N epochs), else "adaptive".
+    protocol: str = setting(
+        "adaptive", "--protocol", "'adaptive': past the paper's epochs while the training loss falls, up to "
+        "--step-budget optimiser steps, or fewer once the training set is fitted and the loss flat; 'paper': "
+        "the epochs exactly (default: paper with --epochs, else adaptive).", _one_of(PROTOCOLS, "protocol"))
+    step_budget: int = setting(DEFAULT_STEP_BUDGET, "--step-budget",
+                               "Optimiser steps an adaptive run may extend to (default: 1500).", ge=0)
     hyper: TrainDefaults = field(default_factory=TrainDefaults)
 
     def to_metadata(self) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class RunRecord:
             "model_args": self.model_args,
             "training": {"split": self.split, "labels": self.labels, "seed": self.seed,
                          "class_weights": self.class_weights, "amp": self.amp, "init": self.init,
+                         "protocol": self.protocol, "step_budget": self.step_budget,
                          "hyper": self.hyper.to_dict()},
         }
 
@@ -121,6 +132,8 @@ class RunRecord:
             split=training.get("split"), labels=training.get("labels"), seed=int(training.get("seed", 0)),
             class_weights=training.get("class_weights", "none"), amp=bool(training.get("amp", False)),
             init=init, hyper=TrainDefaults.from_dict(training.get("hyper") or {}),
+            # Checkpoints written before the adaptive budget trained their epochs exactly.
+            protocol=training.get("protocol", "paper"), step_budget=int(training.get("step_budget", 0)),
         )
 
     def options(self) -> str:

@@ -1,0 +1,126 @@
+"""How long a torch model trains: a budget that adapts to the training-set size, and the check
+that a run did not end while still underfitting.
+
+The papers' recipes fix a number of epochs for their scenes' training sets (1 % of 50,000+
+pixels, or 72 % of a scene). On a small training set the same epochs are a few hundred optimiser
+steps: Lite-C2ANet on 257 pixels at batch 64 makes 400 steps and ends at 73 % training accuracy
+with its loss still falling. Under the "adaptive" protocol (the default) a run may therefore go on
+past the paper's epochs, up to `step_budget` optimiser steps, for as long as its loss still falls;
+and it may end before them once it has fitted the training set (training accuracy ≥
+FITTED_ACCURACY) and its loss has flattened. The "paper" protocol (the default with an explicit
+--epochs) trains exactly that many epochs. Any run that ends underfit says so.
+
+Pure functions of the epoch history, so a resumed run takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hsicli.store.record import TrainDefaults, with_overrides
+# The loss is still falling while its mean over the last window is this fraction or more below its
+# mean over the window before; it has flattened once that fall is under FLAT_DROP of the first
+# epoch's loss (a loss decaying towards 0 keeps falling in relative terms).
+PLATEAU_DROP = 0.05
+FLAT_DROP = 0.01
+# A run is fitted, and cannot be underfit, from this training accuracy on (augmentation and dropout
+# keep a converged model's running training accuracy a little under 100 %).
+FITTED_ACCURACY = 0.95
+
+
+@dataclass(frozen=True)
+class Budget:
+    protocol: str
+    paper_epochs: int
+    max_epochs: int  # the loop's bound: paper epochs, or more to reach step_budget
+    step_budget: int
+    steps_per_epoch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def protocol_defaults(spec, protocol: str) -> TrainDefaults:
+    """The training settings a protocol starts from: the paper's, with the model's adaptive
+    replacements (`ModelSpec.adaptive`) under the adaptive protocol."""
+    return with_overrides(spec.defaults, **spec.adaptive) if protocol == "adaptive" else spec.defaults
+
+
+def resolve_protocol(given: str | None, epochs_given: bool, previous: str | None) -> str:
+    """The protocol of a run: as given; else "paper" when --epochs is (exactly N epochs); else the
+    --like checkpoint's; else adaptive."""
+    if given is not None:
+        return given
+    if epochs_given:
+        return "paper"
+    return previous or "adaptive"
+
+
+def plan(protocol: str, epochs: int, step_budget: int, *, train_pixels: int, batch_size: int) -> Budget:
+    steps_per_epoch = max(1, math.ceil(train_pixels / batch_size))
+    adaptive = protocol == "adaptive"
+    max_epochs = max(epochs, math.ceil(step_budget / steps_per_epoch)) if adaptive else epochs
+    return Budget(protocol, epochs, max_epochs, step_budget if adaptive else 0, steps_per_epoch)
+
+
+def _window(history: list[dict[str, Any]]) -> int:
+    """Epochs compared: a tenth of the run, at least 10 (augmented epochs' losses are noisy: with
+    5, CLAReSNet's loss looked flat at 84 % training accuracy and still falling)."""
+    return max(10, math.ceil(len(history) / 10))
+
+
+def _recent_accuracy(history: list[dict[str, Any]]) -> float:
+    window = history[-_window(history):]
+    return float(sum(entry["train_accuracy"] for entry in window) / len(window))
+
+
+def loss_drop(history: list[dict[str, Any]], reference: float | None = None) -> float | None:
+    """Fall of the mean training loss between the last two windows, as a fraction of the earlier
+    window's mean or of `reference` (None: too short to judge)."""
+    window = _window(history)
+    if len(history) < 2 * window:
+        return None
+    losses = [entry["loss"] for entry in history]
+    recent = sum(losses[-window:]) / window
+    before = sum(losses[-2 * window:-window]) / window
+    scale = before if reference is None else reference
+    return float((before - recent) / scale) if scale > 0 else 0.0
+
+
+def should_stop(budget: Budget, history: list[dict[str, Any]]) -> bool:
+    """Whether an adaptive run ends after the last epoch of `history`: once it fits the training set
+    with a flat loss, or past the paper's epochs once its loss no longer falls."""
+    if budget.protocol != "adaptive" or not history:
+        return False
+    drop = loss_drop(history)
+    if drop is None:
+        return False
+    if len(history) >= budget.paper_epochs and drop < PLATEAU_DROP:
+        return True
+    flat = loss_drop(history, reference=history[0]["loss"])
+    return bool(flat < FLAT_DROP and _recent_accuracy(history) >= FITTED_ACCURACY)
+
+
+def underfit(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The evidence when a run ended underfit (low training accuracy, loss still falling), else None."""
+    drop = loss_drop(history)
+    if drop is None or drop < PLATEAU_DROP:
+        return None
+    accuracy = _recent_accuracy(history)
+    if accuracy >= FITTED_ACCURACY:
+        return None
+    return {"train_accuracy": round(accuracy, 4), "loss_drop": round(drop, 4), "window": _window(history),
+            "epochs": len(history)}
+
+
+def stop_message(budget: Budget, history: list[dict[str, Any]]) -> str:
+    return (f"adaptive budget: stopping after epoch {len(history)} of at most {budget.max_epochs} "
+            f"(paper: {budget.paper_epochs}) at {_recent_accuracy(history):.1%} training accuracy")
+
+
+def underfit_message(evidence: dict[str, Any]) -> str:
+    return (f"underfit: training ended at {evidence['train_accuracy']:.1%} training accuracy with the loss "
+            f"still falling ({evidence['loss_drop']:.0%} over the last {evidence['window']} epochs); "
+            "train longer (--step-budget, --epochs) or raise --lr")
