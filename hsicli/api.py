@@ -143,6 +143,10 @@ def patch_dataset(split: str | Path, subset: str = "train", patch: int = 11) -> 
 # -- sweeps -------------------------------------------------------------------------------------
 
 
+# How a run executes, not what it computes (the model leads the label).
+_NOT_IN_LABEL = {"model", "device", "threads", "log", "resume", "overwrite"}
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     """One run of a sweep: the split's protocol, the run record's settings and the seed."""
@@ -154,7 +158,7 @@ class SweepPoint:
     @property
     def label(self) -> str:
         """The run's file stem: its model, every setting the grid or the sweep sets, its seed."""
-        settings = {**self.split, **{k: v for k, v in self.train.items() if k != "model"}}
+        settings = {**self.split, **{k: v for k, v in self.train.items() if k not in _NOT_IN_LABEL}}
         parts = [str(self.train.get("model", "model"))]
         parts += [_compact(key, value) for key, value in sorted(settings.items())]
         return "-".join([*parts, f"s{self.seed}"])

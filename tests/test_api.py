@@ -71,7 +71,7 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
 
     store = api.prep(synthetic_scene(height=12, width=10, bands=6, classes=3), out=tmp_path / "s.zarr").path
     grid = {"ratio": [0.2, 0.4], "model_args": [{"n_estimators": 5}]}
-    predictions = api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1)
+    predictions = api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1, threads=1)
     assert [p.name for p in predictions] == [
         f"rf-model_args_n_estimators_5-ratio{r}-val0.1-s{s}.pred.zarr" for r in (0.2, 0.4) for s in (0, 1)]
     ratios = [PredictionStore.open(p).attrs for p in predictions]
