@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hsicli.data.patches import Augment, PatchSampler, reflect_index, reflect_pad, window_targets
+from hsicli.store.record import RunRecord
 
 
 def reference_patches(cube: np.ndarray, rows, cols, patch: int) -> np.ndarray:
@@ -200,18 +201,16 @@ def test_predict_tiles_give_the_whole_scene_patches(tmp_path, monkeypatch):
         def __init__(self, path, options):
             self.path, self.patch, self.bands, self.n_classes = Path(path), patch, bands, 2
             self.spec = SimpleNamespace(name="fake", kind="patch")
-            self.meta = {
-                "source_store": store.describe(),
-                "input": {},
-                "class_names": ["a", "b"],
-                "class_colors": ["#000000", "#ffffff"],
-                "training": {},
-            }
+            self.checkpoint = SimpleNamespace(  # the fields of store.checkpoint.Checkpoint that predict reads
+                source_store=store.describe(), input=SimpleNamespace(transform_fingerprint=None),
+                record=RunRecord(model="fake"), provenance={}, class_names=["a", "b"],
+                class_colors=["#000000", "#ffffff"], split_fingerprint=None,
+            )
 
         def rows_reader(self, read_rows):  # no per-pixel stage: patches of the cube itself
             return read_rows
 
-        def predict(self, sampler, rows, cols, embed):
+        def predict(self, sampler, rows, cols, embed, on_batch=lambda done: None):
             seen.append(sampler.patches(rows, cols))
             probabilities = np.full((rows.size, 2), 0.5, dtype=np.float32)
             return np.zeros(rows.size, dtype=np.int64), probabilities, None
