@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from hsicli.engine.segmentation import (
-    adaptive_threshold, default_stride, hann_weights, predict_windows, reflect, scene_inputs, window_centres,
-)
+from hsicli.engine.windows import default_stride, hann_weights, predict_windows, reflect, scene_inputs, window_centres
 from hsicli.errors import StoreError, UsageError
 from hsicli.models.complexity import count_parameters
+from hsicli.models.thresholds import adaptive_threshold
 from hsicli.models.hsiseg import (
     DFS, HSIseg, IGNORE, PAPER_SETTINGS, LossWeights, RegionTokens, quadrant_masks, quadrant_sums,
 )

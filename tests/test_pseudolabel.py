@@ -365,7 +365,7 @@ def _segmenter_path_wired() -> bool:
 NOT_WIRED = pytest.mark.skipif(
     not _segmenter_path_wired(),
     reason="the lead has not wired the segmenter path yet: hsicli/engine/predict.py does not call "
-           "hsicli.engine.segmentation.predict_windows, or `pseudolabel` is not in the command table",
+           "hsicli.engine.windows.predict_windows, or `pseudolabel` is not in the command table",
 )
 
 

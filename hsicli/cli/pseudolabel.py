@@ -56,9 +56,8 @@ def pseudolabel(
 
     hsi pseudolabel pred.zarr --iterations 4 | hsi evaluate   (prints the last prediction)
     """
-    from hsicli.engine.segmentation import (
-        ProgressiveOptions, PseudolabelOptions, progressive, pseudolabel as make_layer, test_accuracy,
-    )
+    from hsicli.engine.progressive import ProgressiveOptions, progressive, test_accuracy
+    from hsicli.engine.segmentation import PseudolabelOptions, pseudolabel as make_layer
 
     log = Log(quiet, verbose)
     path = read_input_path(prediction, "prediction store")

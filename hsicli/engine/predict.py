@@ -31,7 +31,7 @@ import numpy as np
 from hsicli.data.patches import PatchSampler, block_sampler
 from hsicli.data.splits import labelled_test_mask
 from hsicli.engine import memory, shards
-from hsicli.engine.segmentation import default_stride, predict_windows, scene_inputs
+from hsicli.engine.windows import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.checkpoint import Checkpoint, training_setup

@@ -573,7 +573,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
         load_weights(model, arrays, "model.", Path(run.init))
     aux_bands = getattr(model, "aux_bands", 0)
     if aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
-        from hsicli.engine.segmentation import scene_inputs
+        from hsicli.engine.windows import scene_inputs
 
         data.cube = scene_inputs(store, aux_bands)
     if spec.kind == "segmenter" and hyper.augment:

@@ -19,7 +19,7 @@ from hsicli.models.registry import (  # noqa: F401
     register_model,
 )
 
-_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision"}
+_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision", "thresholds"}
 
 
 @functools.cache

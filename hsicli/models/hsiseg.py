@@ -87,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsicli.engine.segmentation import adaptive_threshold
+from hsicli.models.thresholds import adaptive_threshold
 from hsicli.errors import UsageError
 from hsicli.models.registry import TrainDefaults, keyword_defaults, register_model
 
