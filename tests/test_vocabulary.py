@@ -74,3 +74,33 @@ def test_split_still_takes_its_old_patch_spelling_with_a_warning(synthetic_scene
     assert old.exit_code == new.exit_code == 0, old.stderr + new.stderr
     assert "--patch is now --window" in old.stderr and "--patch" not in new.stderr
     assert "leakage at 5×5" in old.stderr and "leakage at 5×5" in new.stderr
+
+
+def test_flags_show_no_metavar_and_lists_no_python_type():
+    for command_name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name != "option" or "--help" in param.opts:
+                continue
+            if param.is_flag:
+                assert param.metavar == "", (command_name, param.opts, param.metavar)
+            assert "list[" not in (param.metavar or ""), (command_name, param.opts)
+
+
+def test_docstring_paragraphs_are_unwrapped_for_rich_and_examples_kept():
+    from hsicli.cli.helptext import unwrap
+
+    text = """Title line.
+
+    A paragraph wrapped
+    at some width.
+
+      hsi split scene.zarr --ratio 0.72
+      hsi split scene.zarr --per-class 10
+
+    \b
+    map   one
+    gt    two
+    """
+    assert unwrap(text).split("\n\n") == [
+        "Title line.", "A paragraph wrapped at some width.",
+        "  hsi split scene.zarr --ratio 0.72\n  hsi split scene.zarr --per-class 10", "\b\nmap   one\ngt    two"]

@@ -42,9 +42,10 @@ def _root(
 
 
 def _register() -> None:
-    from hsicli.cli import commands  # one import; each command module stays light
+    from hsicli.cli import commands, helptext  # one import; each command module stays light
 
     for name, function in commands.COMMANDS:
+        helptext.tidy(function)
         app.command(name)(function)
 
 
