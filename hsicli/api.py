@@ -173,7 +173,8 @@ def _compact(key: str, value: Any) -> str:
 
 def sweep_points(grid: dict[str, Sequence[Any]], seeds: Sequence[int] = (0,), **fixed: Any) -> list[SweepPoint]:
     """Every combination of `grid`'s values (keys: `SplitRequest` fields for the split's protocol,
-    `TrainOptions` fields for the run record), for each seed (the split's and the training's);
+    `TrainOptions` fields for the run record; `patch`, in both, sets the training window and the
+    split's guard radius alike), for each seed (the split's and the training's);
     `fixed` settings apply to every point. The order is stable, so point i is the same run in
     every process (a SLURM array task runs point $SLURM_ARRAY_TASK_ID)."""
     train_keys = {f.name for f in fields(TrainOptions)}
@@ -187,7 +188,7 @@ def sweep_points(grid: dict[str, Sequence[Any]], seeds: Sequence[int] = (0,), **
         chosen = {**fixed, **dict(zip(keys, values))}
         for seed in seeds:
             points.append(SweepPoint(split={k: v for k, v in chosen.items() if k in SPLIT_KEYS},
-                                     train={k: v for k, v in chosen.items() if k not in SPLIT_KEYS}, seed=seed))
+                                     train={k: v for k, v in chosen.items() if k in train_keys}, seed=seed))
     return points
 
 

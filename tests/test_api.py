@@ -85,6 +85,10 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
     figure = api.plot("sweep", *predictions, x="params.ratio", out=tmp_path / "sweep.png")
     assert figure.stat().st_size > 0
 
+    (point,) = api.sweep_points({"patch": [7]}, model="litec2anet")  # the window and the split's guard
+    assert (point.split, point.train, point.label) == ({"patch": 7}, {"patch": 7, "model": "litec2anet"},
+                                                       "litec2anet-patch7-s0")
+
     # The same grid as a SLURM array: task I runs point I, here run as the array would (without sbatch).
     args = [str(store), "--out", str(tmp_path / "array"), "--grid", "ratio=0.2,0.4", "--seeds", "0,1",
             "--set", "model=rf", "--set", "val=0.1", "--set", 'model_args={"n_estimators": 5}']
