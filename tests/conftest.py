@@ -210,3 +210,23 @@ def tree() -> Callable[[Path], dict[str, tuple[int, int]]]:
         return entries
 
     return snapshot
+
+
+# -- the fork-server runner (tests/harness.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    """`hsi` commands as children of a fork server with hsicli preloaded (milliseconds each)."""
+    from harness import Runner
+
+    return Runner(tmp_path_factory.mktemp("runner"))
+
+
+@pytest.fixture(scope="module")
+def base(runner, tmp_path_factory) -> Path:
+    """The workspace (harness.build_workspace) without its second store and figure: s.zarr with
+    split a, an SVM checkpoint m.safetensors and its prediction p.zarr."""
+    from harness import build_workspace
+
+    return build_workspace(runner, tmp_path_factory.mktemp("base"), {"prep", "split", "train", "predict"})

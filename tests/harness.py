@@ -51,6 +51,7 @@ class Run:
     stderr: str
     seconds: float
     renames: int | None = None  # os.rename / os.replace calls made (fork-server runs only)
+    cpu_seconds: float | None = None  # user + system time of the command itself (fork-server runs only)
 
     @property
     def killed(self) -> bool:
@@ -112,8 +113,9 @@ def _child(args: list[str], cwd: str, stdin: str, fsize: int | None, crash, resu
         traceback.print_exc(file=err)
         code = 1
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # counted from the fork: this command alone
     Path(result).write_text(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
-                                        "renames": renames[0]}))
+                                        "renames": renames[0], "cpu": usage.ru_utime + usage.ru_stime}))
     os._exit(0)
 
 
@@ -137,7 +139,8 @@ class Handle:
             return Run(self.args, None, "", "", seconds)
         outcome = json.loads(self.result.read_text())
         self.result.unlink()
-        return Run(self.args, outcome["code"], outcome["stdout"], outcome["stderr"], seconds, outcome["renames"])
+        return Run(self.args, outcome["code"], outcome["stdout"], outcome["stderr"], seconds, outcome["renames"],
+                   outcome["cpu"])
 
 
 class Runner:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    Runner, artifact_digest, assert_one_line_error, build_workspace, copy_workspace, leftovers, registered_commands,
-    snapshot,
+    artifact_digest, assert_one_line_error, copy_workspace, leftovers, registered_commands, snapshot,
 )
 
 FAST_ROUNDS = 1
@@ -50,17 +49,6 @@ def race_params() -> list:
     return [pytest.param(name, id=name, marks=[] if RACES[name][0][0] in commands else
                          [pytest.mark.skip(reason=f"`hsi {RACES[name][0][0]}` is not registered")])
             for name in RACES]
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory) -> Runner:
-    return Runner(tmp_path_factory.mktemp("runner"))
-
-
-@pytest.fixture(scope="module")
-def base(runner, tmp_path_factory) -> Path:
-    """The workspace (harness.build_workspace) without its second store and figure."""
-    return build_workspace(runner, tmp_path_factory.mktemp("base"), {"prep", "split", "train", "predict"})
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    WORKSPACE_STEPS, Runner, artifact_digest, assert_one_line_error, build_workspace, copy_workspace, leftovers,
+    WORKSPACE_STEPS, artifact_digest, assert_one_line_error, build_workspace, copy_workspace, leftovers,
     registered_commands, run_console, snapshot,
 )
 
@@ -86,11 +86,6 @@ class Reference:
     old: str | None  # digest of the artifact it replaces (replacing scenarios)
     seconds: float
     renames: int
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory) -> Runner:
-    return Runner(tmp_path_factory.mktemp("runner"))
 
 
 @pytest.fixture(scope="module")

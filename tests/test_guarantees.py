@@ -208,6 +208,15 @@ GUARANTEES = (
         "tests/test_memory.py::test_predicting_a_scene_whose_row_blocks_cannot_fit_is_refused",
         "tests/test_memory.py::test_declared_activation_bounds_are_lower_bounds",
     )),
+    Guarantee("issue 17", "a store that lies about itself is refused at once: each array's metadata is checked "
+                          "against the store's attributes and the other arrays before any data is read; damaged "
+                          "data is one clear error where it is read, never an internal error", (
+        "tests/test_fuzz_stores.py::test_lying_scene_store",
+        "tests/test_fuzz_stores.py::test_lying_prediction_store",
+        "tests/test_fuzz_stores.py::test_the_issues_stores_are_refused_at_once_by_the_console_script",
+        "tests/test_fuzz_stores.py::test_random_scene_store_edits",
+        "tests/test_fuzz_stores.py::test_random_prediction_store_edits",
+    )),
 )
 
 

@@ -258,7 +258,8 @@ def test_empty_mask_warns_and_records_zero_added(run, tmp_path):
 def test_prediction_without_probabilities_is_an_error(run, tmp_path):
     store = make_scene(tmp_path / "np.zarr")
     path = tmp_path / "np.pred.zarr"
-    attrs = {"split": "s", "scene_store": store.describe(), "checkpoint": {"path": "x", "sha256": "0" * 64}}
+    attrs = {"class_names": CLASS_NAMES, "split": "s", "scene_store": store.describe(),
+             "checkpoint": {"path": "x", "sha256": "0" * 64}}
     with PredictionStore.build(path, height=10, width=8, n_classes=3, probabilities=False, attrs=attrs) as writer:
         writer.write_rows(0, np.ones((10, 8), np.uint16), np.zeros((10, 8, 3), np.float32),
                           np.zeros((10, 8), np.float32))
@@ -272,8 +273,8 @@ def test_prediction_of_some_pixels_only_is_an_error(run, tmp_path):
     """`hsi predict --pixels labelled|test` leaves the other pixels' probabilities at 0."""
     store = make_scene(tmp_path / "some.zarr")
     path = tmp_path / "some.pred.zarr"
-    attrs = {"split": "s", "scene_store": store.describe(), "checkpoint": {"path": "x", "sha256": "0" * 64},
-             "pixel_set": "labelled"}
+    attrs = {"class_names": CLASS_NAMES, "split": "s", "scene_store": store.describe(),
+             "checkpoint": {"path": "x", "sha256": "0" * 64}, "pixel_set": "labelled"}
     with PredictionStore.build(path, height=10, width=8, n_classes=3, probabilities=True, attrs=attrs) as writer:
         writer.write_rows(0, np.ones((10, 8), np.uint16), np.full((10, 8, 3), 1 / 3, np.float32),
                           np.zeros((10, 8), np.float32))

@@ -211,3 +211,17 @@ def command_line() -> str:
 
 def debug_enabled() -> bool:
     return os.environ.get("HSI_DEBUG", "") not in ("", "0")
+
+
+def open_scene_early(store: Path | None = None, checkpoint: Path | None = None) -> None:
+    """Open the scene store a command will read (given, or the one `checkpoint` was trained on)
+    before the engine imports torch: opening checks the store's metadata in milliseconds, so a
+    damaged or lying store is refused at once instead of after seconds of start-up."""
+    from hsicli.store.scene import SceneStore
+
+    if store is None and checkpoint is not None:
+        from hsicli.store.checkpoint import Checkpoint
+
+        store = Path(Checkpoint.open(checkpoint).source_store["path"])
+    if store is not None:
+        SceneStore.open(Path(store))

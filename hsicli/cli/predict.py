@@ -9,7 +9,8 @@ import typer
 
 from hsicli.cli import completion
 from hsicli.cli.common import (
-    CheckpointArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, read_input_path,
+    CheckpointArg, JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, open_scene_early,
+    read_input_path,
 )
 from hsicli.cli.options import AmpOpt, DeviceOpt, ThreadsOpt, ranged_option
 
@@ -60,10 +61,12 @@ def predict(
     then `hsi predict CKPT --shard I/N` for I = 0 … N-1 (in any order, in parallel; re-running one
     repairs its rows), then `hsi predict CKPT --finalize`. All three take the same options.
     """
-    from hsicli.engine.predict import PredictOptions, predict as run_prediction
-
     log = Log(quiet, verbose)
     path = read_input_path(checkpoint, "checkpoint")
+    open_scene_early(store, path)
+
+    from hsicli.engine.predict import PredictOptions, predict as run_prediction
+
     options = PredictOptions(store=store, out=out, batch_size=batch_size, embeddings=embeddings,
                              probabilities=probabilities, pixels=pixels, device=device, threads=threads, amp=amp,
                              overwrite=overwrite, init=init, shard=shard, finalize=finalize)

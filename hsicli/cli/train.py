@@ -15,7 +15,8 @@ import typer
 
 from hsicli.cli import completion
 from hsicli.cli.common import (
-    JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, VerboseOpt, command_line, emit, read_input_path,
+    JsonOpt, Log, OutOpt, OverwriteOpt, QuietOpt, StoreOrLayerArg, VerboseOpt, command_line, emit, open_scene_early,
+    read_input_path,
 )
 from hsicli.cli.options import DeviceOpt, ThreadsOpt, layer_name_option, ranged_option
 from hsicli.errors import UsageError
@@ -67,7 +68,6 @@ def train(store: Optional[str] = None, **settings: Any) -> None:
     import json
 
     from hsicli.cli.options import parse_json_object
-    from hsicli.engine.train import TrainOptions, train as run_training
 
     log_file, json_out = settings.pop("log_file"), settings.pop("json_out")
     log = Log(settings.pop("quiet"), settings.pop("verbose"))
@@ -75,6 +75,10 @@ def train(store: Optional[str] = None, **settings: Any) -> None:
         settings["model_args"] = parse_json_object(settings["model_args"], "--model-args")
     _check_window(settings)
     path = read_input_path(store, "scene store")
+    open_scene_early(path)
+
+    from hsicli.engine.train import TrainOptions, train as run_training
+
     options = TrainOptions(**settings, log=log_file)
     log_handle = open(log_file, "a") if log_file else None
 

@@ -26,6 +26,7 @@ from hsicli import __version__
 from hsicli.errors import InputError, StoreError, UsageError
 from hsicli.plot import FORMAT_SUFFIXES, FORMATS
 from hsicli.store.atomic import atomic_path
+from hsicli.store.layout import node_attributes
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.provenance import describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
@@ -138,10 +139,7 @@ def artifact_kind(path: Path) -> str | None:
     path = Path(path)
     store, _, _ = split_layer_path(path)
     if store.is_dir():
-        try:
-            return json.loads((store / "zarr.json").read_text()).get("attributes", {}).get("kind")
-        except (OSError, ValueError):
-            return None
+        return node_attributes(store).get("kind")
     if path.suffix == ".json":
         return "metrics"
     if path.suffix == ".safetensors":
@@ -314,11 +312,10 @@ def describe_inputs(inputs: Sequence[Path]) -> dict[str, dict]:
             described[f"input{index}"] = describe_file(path)
             continue
         entry = {"path": str(path.absolute())}
-        with contextlib.suppress(OSError, ValueError, RecursionError):
-            attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-            fingerprint = attributes.get("fingerprint") or attributes.get("request_key")
-            if isinstance(fingerprint, str):
-                entry["fingerprint"] = fingerprint
+        attributes = node_attributes(path)
+        fingerprint = attributes.get("fingerprint") or attributes.get("request_key")
+        if isinstance(fingerprint, str):
+            entry["fingerprint"] = fingerprint
         described[f"input{index}"] = entry
     return described
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from hsicli.errors import StoreError
 from hsicli.store.atomic import GONE, RUNNING, UNKNOWN, find_temporaries, is_temporary, temporary_writer
+from hsicli.store.layout import node_attributes
 from hsicli.store.scene import SceneStore, split_layer_path
 
 
@@ -53,8 +54,7 @@ def _describe_artifact(path: Path) -> dict:
 
         return describe_checkpoint(path)
     store_path, layer_kind, layer_name = split_layer_path(path)
-    kind = _store_kind(store_path)
-    if kind == "prediction":
+    if node_attributes(store_path).get("kind") == "prediction":
         from hsicli.store.prediction import PredictionStore
 
         return PredictionStore.open(store_path).describe()
@@ -69,7 +69,7 @@ def what_is(path: Path) -> str:
     "a scene store", "split NAME of scene store X.zarr", "a prediction store", "a directory", "a file"."""
     path = Path(path)
     store_path, layer_kind, layer_name = split_layer_path(path)
-    kind = _store_kind(store_path)
+    kind = node_attributes(store_path).get("kind")
     if kind is None:
         return "a directory" if path.is_dir() else "a file"
     store = f"{kind} store" if kind in ("scene", "prediction") else "store"
@@ -77,15 +77,6 @@ def what_is(path: Path) -> str:
         layer = {"splits": "split", "labels": "label layer"}[layer_kind]
         return f"{layer} {layer_name} of {store} {store_path.name}"
     return f"a {store}"
-
-
-def _store_kind(path: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind")
-    except (OSError, ValueError, RecursionError):
-        return None
 
 
 def describe_scene(store: SceneStore) -> dict:

@@ -26,6 +26,7 @@ import zarr
 
 from hsicli.errors import StoreError
 from hsicli.store.atomic import atomic_path
+from hsicli.store.layout import PREDICTION_HINT, check_labels, check_prediction, reading
 from hsicli.store.scene import SCHEMA, TILE, _open_group
 
 ROW_BLOCK = TILE  # rows per written block = the chunk height, so blocks never share a chunk
@@ -87,6 +88,7 @@ class PredictionStore:
     @classmethod
     def open(cls, path: Path, *, allow_incomplete: bool = False) -> PredictionStore:
         group, attrs = _open_group(Path(path), "prediction")
+        check_prediction(group, attrs, Path(path))  # metadata only, before any read
         if attrs.get("complete") is False and not allow_incomplete:
             raise StoreError(
                 f"{path} is an unfinished sharded prediction",
@@ -123,19 +125,24 @@ class PredictionStore:
         from (checkpoint content, scene fingerprint, options)."""
         return {"path": str(self.path.absolute()), "fingerprint": self.attrs.get("request_key")}
 
+    def _read(self, name: str) -> np.ndarray:
+        with reading(self.path, name, PREDICTION_HINT):
+            return self._group[name][...]
+
     def classes(self) -> np.ndarray:
-        return self._group["classes"][...]
+        return check_labels(self._read("classes"), len(self.attrs["class_names"]), self.path, "classes",
+                            PREDICTION_HINT)
 
     def entropy(self) -> np.ndarray:
-        return self._group["entropy"][...]
+        return self._read("entropy")
 
     def probabilities(self) -> np.ndarray | None:
-        return self._group["probabilities"][...] if "probabilities" in self._group else None
+        return self._read("probabilities") if "probabilities" in self._group else None
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray] | None:
         if "embeddings" not in self._group:
             return None
-        return self._group["embedding_index"][...], self._group["embeddings"][...]
+        return self._read("embedding_index"), self._read("embeddings")
 
     def describe(self) -> dict[str, Any]:
         return {

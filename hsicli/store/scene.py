@@ -19,7 +19,6 @@ never invalidates anything. This module and `hsicli.store.prediction` are the on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
 from hsicli.store.atomic import atomic_path, write_lock
+from hsicli.store.layout import (LAYER_HINT, SCENE_HINT, check_labels, check_layer, check_scene, node_attributes,
+                                 open_array, open_group, reading)
 from hsicli.store.names import LAYER_KINDS, RULE, layer_entries, name_problem, split_layer_path  # noqa: F401
 from hsicli.store.provenance import arrays_fingerprint, check_schema, now
 
@@ -60,7 +61,7 @@ def _open_group(path: Path, expected_kind: str):
             hint="scene stores are made by `hsi prep`, prediction stores by `hsi predict`",
         )
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = open_group(path)
         attrs = dict(group.attrs)
     except Exception as exc:  # zarr raises many types for corrupt metadata
         raise StoreError(f"{path} is not a readable Zarr v3 store: {exc}", hint="recreate it") from None
@@ -152,6 +153,7 @@ class SceneStore:
     def open(cls, path: Path) -> SceneStore:
         store_path, _, _ = split_layer_path(Path(path))
         group, attrs = _open_group(store_path, "scene")
+        check_scene(group, attrs, store_path)  # metadata only: a store that lies is refused before any read
         return cls(store_path, group, attrs)
 
     # -- reading --------------------------------------------------------------------------
@@ -181,13 +183,8 @@ class SceneStore:
         return self.path.name.removesuffix(".zarr")
 
     def _read(self, name: str, selection=...) -> np.ndarray:
-        try:
+        with reading(self.path, name, SCENE_HINT):
             return self._group[name][selection]
-        except Exception as exc:  # zarr and its codecs raise many types for damaged chunks
-            raise StoreError(
-                f"{name} of {self.path} cannot be read: {exc}",
-                hint="the store is damaged; prep the scene again",
-            ) from None
 
     def cube(self, rows: slice = slice(None)) -> np.ndarray:
         """The reduced cube (H, W, T) float32, or a block of rows of it."""
@@ -198,7 +195,7 @@ class SceneStore:
         return self._group["cube"]
 
     def gt(self) -> np.ndarray:
-        return self._read("gt")
+        return check_labels(self._read("gt"), self.n_classes, self.path, "gt", SCENE_HINT)
 
     def rgb(self) -> np.ndarray:
         return self._read("rgb")
@@ -207,9 +204,10 @@ class SceneStore:
         return self._read("aux") if self.attrs.get("has_aux") else None
 
     def transform(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        group = self._group["transform"]
-        arrays = {name: array[...] for name, array in group.arrays()}
-        return arrays, dict(group.attrs)
+        with reading(self.path, "transform", SCENE_HINT):
+            group = self._group["transform"]
+            arrays = {name: array[...] for name, array in group.arrays()}
+            return arrays, dict(group.attrs)
 
     def verify(self, cube: np.ndarray | None = None) -> None:
         """Recompute the fingerprint of the immutable parts (cube, ground truth, fitted transform)
@@ -218,12 +216,13 @@ class SceneStore:
         hashed block by block from the store."""
         arrays, _ = self.transform()
         transform = [arrays[k] for k in sorted(arrays)]
-        parts = {"cube": self.cube_array() if cube is None else cube, "gt": self.gt()}
-        if arrays_fingerprint([parts["cube"], parts["gt"], *transform]) == self.fingerprint:
-            return
-        recorded = self.attrs.get("part_fingerprints") or {}
-        current = {"cube": arrays_fingerprint([parts["cube"]]), "gt": arrays_fingerprint([parts["gt"]]),
-                   "transform": arrays_fingerprint(transform)}
+        parts = {"cube": self.cube_array() if cube is None else cube, "gt": self._read("gt")}
+        with reading(self.path, "cube", SCENE_HINT):  # the only part still streamed from the store
+            if arrays_fingerprint([parts["cube"], parts["gt"], *transform]) == self.fingerprint:
+                return
+            recorded = self.attrs.get("part_fingerprints") or {}
+            current = {"cube": arrays_fingerprint([parts["cube"]]), "gt": arrays_fingerprint([parts["gt"]]),
+                       "transform": arrays_fingerprint(transform)}
         changed = [name for name in current if recorded.get(name) != current[name]] if recorded else []
         raise StoreError(
             f"{self.path}: {', '.join(changed) or 'cube, gt or transform'} changed since the store was written "
@@ -248,11 +247,7 @@ class SceneStore:
         return sorted(names, key=lambda n: (self.layer_attrs(kind, n).get("created", ""), n))
 
     def layer_attrs(self, kind: str, name: str) -> dict[str, Any]:
-        meta = self.path / kind / name / "zarr.json"
-        try:
-            return json.loads(meta.read_text()).get("attributes", {})
-        except (OSError, ValueError, RecursionError):
-            return {}
+        return node_attributes(self.path / kind / name)
 
     def read_layer(self, kind: str, name: str) -> Layer:
         if name not in self.layer_names(kind):
@@ -262,15 +257,11 @@ class SceneStore:
                 f"{self.path} has no {what} named {name!r} (it has: {known})",
                 hint="run `hsi split` first" if kind == "splits" else "run `hsi pseudolabel` first",
             )
-        try:
-            array = zarr.open_array(str(self.path / kind / name), mode="r")
-            data = array[...]
+        what = f"{kind} layer {name!r}"
+        with reading(self.path, what, LAYER_HINT):
+            array = check_layer(open_array(self.path / kind / name), self.path, kind, name, self.shape)
+            data = check_labels(array[...], None if kind == "splits" else self.n_classes, self.path, what, LAYER_HINT)
             attrs = dict(array.attrs)
-        except Exception as exc:  # zarr and its codecs raise many types for damaged chunks
-            raise StoreError(
-                f"{kind} layer {name!r} of {self.path} cannot be read: {exc}",
-                hint="the layer is damaged; write a new layer under another name",
-            ) from None
         if attrs.get("fingerprint") and arrays_fingerprint([data]) != attrs["fingerprint"]:
             raise StoreError(
                 f"{kind} layer {name!r} of {self.path} does not match its recorded fingerprint",
