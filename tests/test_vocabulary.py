@@ -104,3 +104,14 @@ def test_docstring_paragraphs_are_unwrapped_for_rich_and_examples_kept():
     assert unwrap(text).split("\n\n") == [
         "Title line.", "A paragraph wrapped at some width.",
         "  hsi split scene.zarr --ratio 0.72\n  hsi split scene.zarr --per-class 10", "\b\nmap   one\ngt    two"]
+
+
+def test_plot_kind_is_checked_and_its_help_lists_whole_words(cli, monkeypatch):
+    refused = cli("plot", "nope", "x.pred.zarr")
+    assert refused.exit_code == 2 and "no plot kind 'nope'" in refused.stderr and "loss-weights" in refused.stderr
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = cli("plot", "--help")
+    from hsicli.plot import KINDS
+
+    # Folded as a choice list, the help had "uncertainty|sp" and "lit|pseudo" on consecutive lines.
+    assert all(kind in shown.stdout for kind in KINDS) and "lit|pseudo" not in shown.stdout

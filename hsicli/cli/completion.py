@@ -22,6 +22,12 @@ def model_names(incomplete: str) -> list[str]:
     return [row["name"] for row in describe_models(None) if row["name"].startswith(incomplete)]
 
 
+def plot_kinds(incomplete: str) -> list[str]:
+    from hsicli.plot import KINDS
+
+    return [kind for kind in KINDS if kind.startswith(incomplete)]
+
+
 def dataset_names(incomplete: str) -> list[str]:
     from hsicli.data.datasets import list_datasets
 

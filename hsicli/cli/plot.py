@@ -11,16 +11,22 @@ import typer
 from hsicli.cli import completion
 from hsicli.cli.common import JsonOpt, OutOpt, OverwriteOpt, QuietOpt, VerboseOpt, command_line, emit, read_input_path
 from hsicli.cli.options import SEED_MAX, layer_name_option, ranged_option
+from hsicli.errors import UsageError
 from hsicli.plot import FORMATS, KINDS
-
-Kind = Enum("Kind", {name.replace("-", "_"): name for name in KINDS}, type=str)
-
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 
 
+def _check_kind(value: str) -> str:
+    if value not in KINDS:
+        raise UsageError(f"no plot kind {value!r}", hint=f"one of: {', '.join(KINDS)}")
+    return value
+
+
 def plot(
-    kind: Annotated[Kind, typer.Argument(help="What to draw (see the list above).", show_default=False)],
+    # A plain string checked by _check_kind: as a choice, typer's help folded the kinds mid-word.
+    kind: Annotated[str, typer.Argument(help="What to draw: one of the kinds listed above.", show_default=False,
+                                        autocompletion=completion.plot_kinds, callback=_check_kind)],
     inputs: Annotated[
         Optional[list[str]],
         typer.Argument(help="Stores, checkpoints or metrics JSON; omitted or '-' reads one path from stdin.",
@@ -87,5 +93,5 @@ def plot(
         zoom=[parse_box(box) for box in zoom or []], raw=raw, split=split, x=x, metric=metric,
         points=points, seed=seed,
     )
-    path = render(kind.value, [Path(p) for p in paths], options, command=command_line())
-    emit(path, json_out, kind=kind.value)
+    path = render(kind, [Path(p) for p in paths], options, command=command_line())
+    emit(path, json_out, kind=kind)
