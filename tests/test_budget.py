@@ -148,14 +148,6 @@ def test_default_recipes_fit_a_200_pixel_training_set(scene, tmp_path, model):
     assert len(training["history"]) <= training["budget"]["max_epochs"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model", sorted(SMALL))
-def test_default_networks_fit_a_200_pixel_training_set(scene, tmp_path, model):
-    """Minutes (HSIseg, HybridSN) to an hour (CLAReSNet, 17 M parameters) on one CPU thread."""
-    training = converge(scene, model, {}, tmp_path)
-    assert training["history"][-1]["train_accuracy"] >= 0.95, (model, training["budget"])
-
-
 def test_an_underfit_run_says_so_on_stderr_and_in_the_checkpoint(scene, tmp_path):
     """HybridSN held to 20 epochs (20 steps at its batch of 256): under 90 % and the loss falling fast."""
     messages: list[str] = []
