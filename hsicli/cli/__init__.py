@@ -18,7 +18,9 @@ app = typer.Typer(
     name="hsi",
     help="Composable commands for hyperspectral image classification.\n\n"
     "Each command writes its result to disk and prints its path, so commands chain in pipes:\n\n"
-    "  hsi prep ip.mat --pca 30 | hsi split --ratio 0.72 | hsi train --model claresnet | hsi predict | hsi evaluate",
+    "  hsi fetch salinasA | hsi prep --pca 30 | hsi split --ratio 0.05 |\n"
+    "    hsi train --model litec2anet | hsi predict | hsi evaluate\n\n"
+    "(about half a minute of CPU; the README's expected times cover the heavier models and protocols)",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
