@@ -29,7 +29,7 @@ then every grouped table) and cross-scene.json (all figures, the CPU, the settin
 Seconds per run = training seconds + inference seconds, as the checkpoint and prediction record them.
 
 Usage: python benchmarks/bench_cross_scene.py [WORKDIR] [--models …] [--scenes …] [--protocols …]
-       [--seeds 0 1 2 3 4] [--epochs-scale 0.5 | --quick] [--threads 1] [--jobs 2]
+       [--seeds 0 1 2 3 4] [--epochs-scale 0.5 | --quick] [--threads 1] [--jobs 2] [--tables-only]
 """
 
 from __future__ import annotations
@@ -131,11 +131,15 @@ def scaled_epochs(entry: dict, scale: float) -> int | None:
     return max(1, round(entry["defaults"]["epochs"] * scale))
 
 
+def run_paths(folder: Path, model: str, seed: int) -> tuple[Path, Path]:
+    """The checkpoint and prediction store of one run."""
+    return folder / f"{model}-seed{seed}.safetensors", folder / f"{model}-seed{seed}.pred.zarr"
+
+
 def run_one(work: Path, split: str, folder: Path, model: str, seed: int, epochs: int | None,
             threads: int) -> dict:
     """Train and predict one model on one split, unless its prediction store exists; its record."""
-    checkpoint = folder / f"{model}-seed{seed}.safetensors"
-    prediction = folder / f"{model}-seed{seed}.pred.zarr"
+    checkpoint, prediction = run_paths(folder, model, seed)
     if not prediction.exists():
         if not checkpoint.exists():
             started = time.perf_counter()
@@ -171,6 +175,8 @@ def main() -> None:
     budget.add_argument("--quick", action="store_true", help=f"--epochs-scale {QUICK_EPOCHS_SCALE}")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="train nothing: tables from the runs already finished (a grid cut short)")
     args = parser.parse_args()
     scale = QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale
     if not SHARED_DATA.exists():
@@ -200,6 +206,8 @@ def main() -> None:
             cells[scene, protocol] = {"folder": folder, "splits": splits}
     # Seed by seed over the whole grid, so a run cut short leaves every cell with its first seeds done.
     tasks = [(cell_key, model, seed) for seed in args.seeds for cell_key in cells for model in models]
+    if args.tables_only:
+        tasks = [task for task in tasks if run_paths(cells[task[0]]["folder"], task[1], task[2])[1].exists()]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         records = pool.map(lambda task: run_one(work, cells[task[0]]["splits"][task[2]], cells[task[0]]["folder"],
                                                 task[1], task[2], epochs[task[1]], args.threads), tasks)
@@ -208,6 +216,8 @@ def main() -> None:
 
     results = []
     for (scene, protocol), cell in cells.items():
+        if "runs" not in cell:  # --tables-only and nothing finished
+            continue
         folder = cell["folder"]
         summary = json.loads(hsi("evaluate", *[run["prediction"] for run in cell["runs"]],
                                  "--markdown", str(folder / "table.md"), "-o", str(folder / "summary.metrics.json"),
@@ -270,7 +280,9 @@ def markdown(document: dict, models: list[str]) -> str:
                 row.append("—")
                 continue
             oa = f"{100 * r['oa_mean']:.1f} ± {100 * r['oa_std']:.1f}"
-            row.append(f"{'**' + oa + '**' if r['oa_mean'] == best else oa} ({r['seconds_per_run']:.0f} s)")
+            runs = len(r["oa_per_seed"])
+            fewer = f", {runs} seed{'s' if runs > 1 else ''}" if runs < len(settings["seeds"]) else ""
+            row.append(f"{'**' + oa + '**' if r['oa_mean'] == best else oa} ({r['seconds_per_run']:.0f} s{fewer})")
         lines.append(f"| {cell['scene']} | {cell['protocol']} | " + " | ".join(row) + " |")
     for cell in document["cells"]:
         lines += ["", f"### {cell['scene']}, {cell['protocol']} (`hsi evaluate`)", "", cell["table_markdown"].strip()]
