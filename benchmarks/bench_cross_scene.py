@@ -279,8 +279,8 @@ def markdown(document: dict, models: list[str]) -> str:
             if r is None:
                 row.append("—")
                 continue
-            oa = f"{100 * r['oa_mean']:.1f} ± {100 * r['oa_std']:.1f}"
             runs = len(r["oa_per_seed"])
+            oa = f"{100 * r['oa_mean']:.1f}" + (f" ± {100 * r['oa_std']:.1f}" if runs > 1 else "")
             fewer = f", {runs} seed{'s' if runs > 1 else ''}" if runs < len(settings["seeds"]) else ""
             row.append(f"{'**' + oa + '**' if r['oa_mean'] == best else oa} ({r['seconds_per_run']:.0f} s{fewer})")
         lines.append(f"| {cell['scene']} | {cell['protocol']} | " + " | ".join(row) + " |")
