@@ -57,3 +57,15 @@ def test_verbose_progress_has_a_line_per_step(clock, capsys):
             update(done, 10)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [f"rows predicted: {done}/10" for done in range(1, 11)]
+
+
+def test_an_expectation_shown_is_not_replaced_within_seconds(clock, capsys):
+    log = common.Log()
+    log.tty = False
+    with log.progress("training steps", estimate="training") as update:
+        update(1, 1000)
+        for done in range(2, 60):
+            clock[0] += 0.01 if done < 8 else 0.1  # ten times slower right after the first estimate
+            update(done, 1000)
+    expected = [line for line in capsys.readouterr().err.splitlines() if "expected to take" in line]
+    assert len(expected) == 1  # 5.2 s of steps: too early to replace the first expectation

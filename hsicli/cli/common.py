@@ -158,7 +158,8 @@ class Log:
 
 PLAIN_EVERY_S = 30.0  # a progress line in logs this often
 _TIMED_STEPS = 5  # steps timed, after the first (warm-up), before the first expectation
-_MOVED = 1.25  # an expectation this many times longer or shorter than the last one shown is shown again
+_MOVED = 1.25  # an expectation this many times longer or shorter than the last one shown is shown again,
+_SETTLE_S = 15.0  # but not within this many seconds of it: the first steps' mean is noisy
 
 
 class _Expectation:
@@ -170,6 +171,7 @@ class _Expectation:
         self.began = time.monotonic()
         self.first: tuple[int, float] | None = None  # (steps, time) when the first step ended
         self.shown: float | None = None
+        self.shown_at = 0.0
 
     def left(self, done: int, total: int) -> float | None:
         """Seconds still to go, once enough steps are timed."""
@@ -186,10 +188,11 @@ class _Expectation:
         if left is None or done >= total:
             return
         expected = time.monotonic() - self.began + left
-        if self.shown is None or not self.shown / _MOVED <= expected <= self.shown * _MOVED:
+        moved = self.shown is not None and not self.shown / _MOVED <= expected <= self.shown * _MOVED
+        if self.shown is None or (moved and time.monotonic() - self.shown_at >= _SETTLE_S):
             step = (time.monotonic() - self.first[1]) / (done - self.first[0])
             again = "" if self.shown is None else "now "
-            self.shown = expected
+            self.shown, self.shown_at = expected, time.monotonic()
             self.say(f"{self.what} {again}expected to take {duration(expected)} ({total} steps × {step:.3g} s; "
                      f"{duration(left)} left)")
 
