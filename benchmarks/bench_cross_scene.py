@@ -19,7 +19,8 @@ whatever its default budget decides without a validation set):
 The guard margins use `--window 11` (the split's default) for every model.
 
 Each model trains with its registry defaults (`hsi train --model M --seed S`), optionally with its
-default epochs scaled by `--epochs-scale` (the tables then say so), and predicts the test pixels
+default epochs scaled by `--epochs-scale` under `--protocol paper`, so that the adaptive budget does
+not extend them again (the tables then say so), and predicts the test pixels
 (`hsi predict --pixels test`). Every finished run is an ordinary `hsi` artifact under WORKDIR
 (default: runs/cross-scene, git-ignored): a rerun after a kill skips the prediction stores that
 exist and trains only what is missing. Per scene × protocol one `hsi evaluate` call over all the
@@ -144,7 +145,8 @@ def run_one(work: Path, split: str, folder: Path, model: str, seed: int, epochs:
         if not checkpoint.exists():
             started = time.perf_counter()
             hsi("train", split, "--model", model, "--seed", str(seed), "--threads", str(threads),
-                *(["--epochs", str(epochs)] if epochs else []), "-o", str(checkpoint), "-q", cwd=work)
+                *(["--epochs", str(epochs), "--protocol", "paper"] if epochs else []), "-o", str(checkpoint),
+                "-q", cwd=work)
             log(f"{folder.parent.name} / {folder.name} / {model} seed {seed}: trained in "
                 f"{time.perf_counter() - started:.0f} s")
         hsi("predict", str(checkpoint), "--pixels", "test", "--threads", str(threads), "-o", str(prediction),
@@ -265,7 +267,8 @@ def per_model(summary: dict, runs: list[dict], models: list[str]) -> dict[str, d
 
 def markdown(document: dict, models: list[str]) -> str:
     settings = document["settings"]
-    cut = (f"; epochs cut to {settings['epochs_scale']:g} × each model's default "
+    cut = (f"; epochs cut to {settings['epochs_scale']:g} × each model's default, `--protocol paper` "
+           f"(no adaptive extension) "
            f"({', '.join(f'{m} {e}' for m, e in settings['epochs'].items())})" if settings["epochs"] else "")
     lines = [f"OA % mean ± std over seeds {' '.join(map(str, settings['seeds']))} and seconds per run (train + "
              f"predict the test pixels), PCA {settings['pca']}, no validation pixels{cut}. "
