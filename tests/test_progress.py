@@ -26,7 +26,7 @@ def test_expected_duration_is_shown_once_timed_and_again_when_it_moves(clock, ca
     lines = capsys.readouterr().err.splitlines()
     expected = [line for line in lines if "expected to take" in line]
     # After 5 timed steps of 1 s: 25 s so far plus 994 steps of 1 s.
-    assert "training expected to take 17 min (1000 steps × 1 s; 17 min left)" in expected[0]
+    assert "training expected to take up to 17 min (at most 1000 steps × 1 s; 17 min left)" in expected[0]
     assert len(expected) >= 2 and "training now expected to take" in expected[1]
     assert len(expected) <= 4  # shown again only when it moves by much
     plain = [line for line in lines if "training steps: " in line]

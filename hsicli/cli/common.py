@@ -193,8 +193,9 @@ class _Expectation:
             step = (time.monotonic() - self.first[1]) / (done - self.first[0])
             again = "" if self.shown is None else "now "
             self.shown, self.shown_at = expected, time.monotonic()
-            self.say(f"{self.what} {again}expected to take {duration(expected)} ({total} steps × {step:.3g} s; "
-                     f"{duration(left)} left)")
+            # `total` is the most steps the run may take: early stopping and convergence end it sooner.
+            self.say(f"{self.what} {again}expected to take up to {duration(expected)} (at most {total} steps × "
+                     f"{step:.3g} s; {duration(left)} left)")
 
 
 def duration(seconds: float) -> str:
