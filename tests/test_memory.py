@@ -10,6 +10,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -73,37 +74,48 @@ REFUSALS = {
 }
 
 
-def run_limited(args: list[str], cwd) -> tuple[Run, float, float]:
+def run_limited(args: list[str], cwd) -> tuple[Run, float, float, set[str]]:
     """The `hsi` console script under RLIMIT_AS = LIMIT: (how it ended, its peak resident memory in
-    bytes, its CPU seconds), from the kernel's accounting of that one process."""
-    env = {k: v for k, v in os.environ.items() if k != "HSI_DEBUG"} | CHILD_ENV
+    bytes, its CPU seconds, from the kernel's accounting of that one process, and the top-level
+    packages it imported, from Python's -X importtime lines, which are taken out of its stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "HSI_DEBUG"} | CHILD_ENV | {"PYTHONPROFILEIMPORTTIME": "1"}
     started = time.monotonic()
-    process = subprocess.Popen([str(BIN / "hsi"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_limits(None, LIMIT))
-    stdout, stderr = process.stdout.read(), process.stderr.read()  # both end when the process does
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    process.stdout.close(), process.stderr.close()
+    with tempfile.TemporaryFile("w+") as errors:  # a file: the import lines may fill a pipe
+        process = subprocess.Popen([str(BIN / "hsi"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=errors, text=True, preexec_fn=_limits(None, LIMIT))
+        stdout = process.stdout.read()  # ends when the process does
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        process.stdout.close()
+        errors.seek(0)
+        stderr = errors.read()
+    lines = stderr.splitlines(keepends=True)
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    stderr = "".join(line for line in lines if not line.startswith("import time:"))
     run = Run(args, process.returncode, stdout, stderr, time.monotonic() - started)
-    return run, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+    return run, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, imported
 
 
 @pytest.mark.parametrize(("args", "phrase"), REFUSALS.values(), ids=REFUSALS.keys())
 def test_refused_in_one_line_under_an_address_space_limit(workspace, args, phrase):
     """One line, exit 1, nothing written, and the process's peak memory under 500 MB (the run it
-    refused would have needed gigabytes to petabytes)."""
+    refused would have needed gigabytes to petabytes). Train and predict refuse before torch is
+    imported (the model's facts are stored in catalogue.json, a checkpoint's header is JSON), so
+    in well under a second of CPU; `hsi models` counts the weights with torch's meta device."""
     before = snapshot(workspace)
-    run, peak, _ = run_limited(args, workspace)
+    run, peak, cpu, imported = run_limited(args, workspace)
     assert_one_line_error(run, phrase)
     assert snapshot(workspace) == before
     assert peak < 500e6, f"peaked at {peak / 1e6:.0f} MB"
+    if args[0] != "models":
+        assert "torch" not in imported, "torch was imported before the refusal"
+        assert cpu < 1.5, f"{cpu:.2f} s of CPU"  # importing torch alone takes about 2 s
 
 
 def test_refusal_names_the_memory_available_and_its_limit(workspace):
     """Under a limit the error says so; without one, the machine's available memory is the bound."""
     args, _ = REFUSALS["train --patch 999"]
-    limited, _, _ = run_limited(args, workspace)
+    limited, _, _, _ = run_limited(args, workspace)
     assert "left under the address-space limit (ulimit -v)" in limited.stderr, limited.describe()
     needed = float(limited.stderr.split("needs ~")[1].split(" GB")[0])
     assert 20 < needed < 40  # 64 windows of 999² pixels, 90 floats each kept by Lite-C2ANet: 23 GB

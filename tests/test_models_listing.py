@@ -44,6 +44,20 @@ def test_listing_reads_the_stored_rows_without_torch():
         assert row["arguments"] == model_arguments(spec)
 
 
+def test_stored_specs_equal_the_live_registry():
+    """train and predict check a run against the spec stored in catalogue.json, before torch is
+    loaded: it must be the registry's in every field but the builder."""
+    from dataclasses import fields
+
+    from hsicli.models.registry import stored_model_spec
+
+    for name in list_models():
+        live, stored = get_model_spec(name), stored_model_spec(name)
+        for field in fields(live):
+            if field.name != "builder":
+                assert getattr(stored, field.name) == getattr(live, field.name), (name, field.name)
+
+
 def test_details_show_each_kind_its_own_settings(cli):
     svm = cli("models", "svm")
     assert svm.exit_code == 0, svm.stderr

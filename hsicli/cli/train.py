@@ -105,7 +105,7 @@ def train(store: Optional[str] = None, **settings: Any) -> None:
 
 def _check_window(settings: dict[str, Any]) -> None:
     """The patch size against what the model reads, before any data: a usage error naming --patch."""
-    from hsicli.models.registry import get_model_spec
+    from hsicli.models.registry import stored_model_spec
 
     patch, flag = settings["patch"], "--patch"
     if patch is None:
@@ -117,7 +117,7 @@ def _check_window(settings: dict[str, Any]) -> None:
         from hsicli.store.checkpoint import Checkpoint
 
         model = Checkpoint.open(settings["like"]).record.model
-    spec = get_model_spec(model or RunRecord.model)
+    spec = stored_model_spec(model or RunRecord.model)
     if not spec.reads_windows:
         return
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:

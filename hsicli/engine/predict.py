@@ -33,7 +33,7 @@ from hsicli.data.splits import labelled_test_mask
 from hsicli.engine import memory, shards
 from hsicli.engine.windows import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
-from hsicli.models.registry import create_model, get_model_spec
+from hsicli.models.registry import create_model, stored_model_spec
 from hsicli.store.checkpoint import Checkpoint, training_setup
 from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
@@ -85,7 +85,7 @@ class Classifier:
         tensors = self.checkpoint.tensors
         memory.require_prediction_fits(self.path, bands=self.bands, patch=self.patch, batch=self.batch_size,
                                        weights=memory.weights_bytes(tensors))
-        self.spec = get_model_spec(record.model)
+        self.spec = stored_model_spec(record.model)  # the checks below run before torch is loaded
         kind = "est" if any(k.startswith("est.") for k in tensors) else "model" if tensors else "no"
         if (kind == "est") != (self.spec.kind == "spectral"):
             raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {kind} tensors",

@@ -29,7 +29,7 @@ from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.engine import budget, distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
-from hsicli.models.registry import ModelSpec, architecture_args, get_model_spec
+from hsicli.models.registry import ModelSpec, architecture_args, stored_model_spec
 from hsicli.store.atomic import up_to_date
 from hsicli.store.checkpoint import Checkpoint, load_arrays, read_header, require_checkpoint, save_arrays
 from hsicli.store.record import SCHEDULES, RunRecord, TrainDefaults, flagged, validate, with_overrides
@@ -170,7 +170,7 @@ def resolve_run(options: TrainOptions, store: SceneStore, piped_split: str | Non
     and the store's auxiliary rasters read by a model that can take them (unless `no_aux`)."""
     like = Checkpoint.open(options.like).record if options.like else None
     model = options.model or (like.model if like else RunRecord.model)
-    spec = get_model_spec(model)
+    spec = stored_model_spec(model)  # no torch yet: a run that cannot fit is refused in milliseconds
     same_model = like is not None and like.model == model
     given_hyper = {f.name: getattr(options, f.name) for f in flagged(TrainDefaults)}
     protocol = budget.resolve_protocol(options.protocol, options.epochs is not None, like.protocol if like else None)

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hsicli.models.registry import ModelSpec, create_model, get_model_spec, list_models
+from hsicli.models.registry import STORED_CATALOGUE, ModelSpec, create_model, get_model_spec, list_models, stored_facts
 
 DEFAULT_BANDS = 30
 DEFAULT_CLASSES = 16
-STORED_ROWS = Path(__file__).with_name("catalogue.json")
+STORED_ROWS = STORED_CATALOGUE
 
 # Builder keywords that are not hyper-parameters: `--seed` sets the seed, `n_jobs` only the speed,
 # and the window is the row's `patch`.
@@ -89,9 +89,12 @@ def describe_models(names: list[str] | None, *, bands: int = DEFAULT_BANDS, clas
 
 
 def write_stored_rows(path: Path = STORED_ROWS) -> None:
-    """Count every registered model for the default input and store the rows."""
+    """Count every registered model for the default input and store the rows, with the rest of
+    each model's spec (registry.stored_model_spec reads them to check a run without torch)."""
     rows = [_count(name, DEFAULT_BANDS, DEFAULT_CLASSES, None, {}, _unchecked) for name in list_models()]
-    path.write_text(json.dumps({"bands": DEFAULT_BANDS, "classes": DEFAULT_CLASSES, "models": rows}, indent=1) + "\n")
+    specs = {name: stored_facts(get_model_spec(name)) for name in list_models()}
+    path.write_text(json.dumps({"bands": DEFAULT_BANDS, "classes": DEFAULT_CLASSES, "models": rows, "specs": specs},
+                               indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Contracts by kind:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from hsicli.errors import HsiError
@@ -54,6 +56,11 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+# The registry's facts per model (and `hsi models`' rows), written by `python -m hsicli.models.catalogue`;
+# tests/test_models_listing.py fails when they disagree with the live registry.
+STORED_CATALOGUE = Path(__file__).with_name("catalogue.json")
+STORED_FIELDS = ("adaptive", "takes_patch", "activations_per_input", "activations_per_pixel", "arguments")
 
 KINDS = ("patch", "segmenter", "spectral")
 
@@ -143,6 +150,33 @@ def get_model_spec(name: str) -> ModelSpec:
             f"unknown model {name!r}",
             hint=f"known models: {', '.join(sorted(_REGISTRY))} (see `hsi models`)",
         ) from None
+
+
+@functools.cache
+def _stored_facts() -> dict[str, dict[str, Any]]:
+    try:
+        stored = json.loads(STORED_CATALOGUE.read_text())
+        return {row["name"]: {**row, **stored["specs"][row["name"]]} for row in stored["models"]}
+    except (OSError, ValueError, KeyError, TypeError):  # not installed with the package: the live registry
+        return {}
+
+
+def stored_model_spec(name: str) -> ModelSpec:
+    """`name`'s spec from the facts stored in catalogue.json, read without importing the
+    architectures (hence torch), so that a run is checked (window size, memory, a checkpoint
+    against its model) in milliseconds before anything is built; its builder goes through
+    `create_model`. The live spec where the catalogue has none for `name`."""
+    facts = _stored_facts().get(name)
+    if facts is None:
+        return get_model_spec(name)
+    return ModelSpec(name=name, kind=facts["kind"], paper=facts["paper"], description=facts["description"],
+                     builder=functools.partial(create_model, name), defaults=TrainDefaults.from_dict(facts["defaults"]),
+                     **{key: facts[key] for key in STORED_FIELDS})
+
+
+def stored_facts(spec: ModelSpec) -> dict[str, Any]:
+    """What catalogue.json stores of `spec` beside its row, in JSON types."""
+    return _json_values({key: getattr(spec, key) for key in STORED_FIELDS})
 
 
 def create_model(name: str, bands: int, classes: int, **args: Any) -> Any:
