@@ -6,6 +6,7 @@ Checkpoints whose record contradicts their tensors are refused before a model is
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -74,26 +75,43 @@ REFUSALS = {
 }
 
 
+# Runs the command as its child and reports that child's exit status and rusage. Measuring a
+# child forked from pytest itself would be wrong: Linux carries the forking process's peak RSS
+# across execve into ru_maxrss, so late in a test session every child "peaked" at pytest's size.
+_MEASURE = """import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+report = [os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime]
+os.write(int(sys.argv[1]), json.dumps(report).encode())
+"""
+
+
 def run_limited(args: list[str], cwd) -> tuple[Run, float, float, set[str]]:
     """The `hsi` console script under RLIMIT_AS = LIMIT: (how it ended, its peak resident memory in
     bytes, its CPU seconds, from the kernel's accounting of that one process, and the top-level
     packages it imported, from Python's -X importtime lines, which are taken out of its stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "HSI_DEBUG"} | CHILD_ENV | {"PYTHONPROFILEIMPORTTIME": "1"}
     started = time.monotonic()
+    report_read, report_write = os.pipe()
     with tempfile.TemporaryFile("w+") as errors:  # a file: the import lines may fill a pipe
-        process = subprocess.Popen([str(BIN / "hsi"), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=errors, text=True, preexec_fn=_limits(None, LIMIT))
+        process = subprocess.Popen([sys.executable, "-c", _MEASURE, str(report_write), str(BIN / "hsi"), *args],
+                                   cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                   text=True, pass_fds=(report_write,), preexec_fn=_limits(None, LIMIT))
+        os.close(report_write)
         stdout = process.stdout.read()  # ends when the process does
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process.wait()
         process.stdout.close()
+        with os.fdopen(report_read) as report:
+            code, peak, cpu = json.loads(report.read())
         errors.seek(0)
         stderr = errors.read()
     lines = stderr.splitlines(keepends=True)
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
     stderr = "".join(line for line in lines if not line.startswith("import time:"))
-    run = Run(args, process.returncode, stdout, stderr, time.monotonic() - started)
-    return run, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, imported
+    run = Run(args, code, stdout, stderr, time.monotonic() - started)
+    return run, peak, cpu, imported
 
 
 @pytest.mark.parametrize(("args", "phrase"), REFUSALS.values(), ids=REFUSALS.keys())
