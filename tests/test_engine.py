@@ -315,6 +315,22 @@ def test_tiled_prediction_equals_whole_scene(monkeypatch, tmp_path, scene, hybri
     assert np.array_equal(stored.classes(), expected.argmax(-1) + 1)
 
 
+def test_history_records_the_validation_loss_of_the_kept_weights(scene, hybrid_ckpt):
+    """Each epoch records the validation loss (cross-entropy at the validation pixels) that `hsi plot
+    curves` draws beside the training loss; the kept epoch's equals the kept weights' own."""
+    model, meta = load_model(hybrid_ckpt)
+    training = meta["training"]
+    assert all(entry["val_loss"] > 0 for entry in training["history"])
+    gt = scene.gt().astype(np.int64)
+    rows, cols = np.nonzero((scene.read_layer("splits", "s").data == VAL) & (gt > 0))
+    patches = PatchSampler.from_cube(scene.cube(), meta["input"]["patch"]).patches(rows, cols)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(patches).permute(0, 3, 1, 2))
+    expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(gt[rows, cols] - 1))
+    kept = training["history"][training["best_epoch"] - 1]
+    assert kept["val_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
 @pytest.mark.parametrize("pixels", ["labelled", "test"])
 def test_prediction_of_labelled_or_test_pixels_only(tmp_path, scene, hybrid_ckpt, pixels):
     """`--pixels`: the chosen pixels as the whole-scene prediction has them, nothing elsewhere, and
@@ -446,7 +462,7 @@ def test_early_stopping_without_improvement(tmp_path, scene):
 def test_best_epochs_weights_are_kept(monkeypatch, tmp_path, scene):
     def scripted(accuracies):
         values = iter(accuracies)
-        monkeypatch.setattr(train_module, "evaluate_accuracy", lambda *args, **kwargs: next(values))
+        monkeypatch.setattr(train_module, "evaluate_pixels", lambda *args, **kwargs: (next(values), None))
 
     def run(name: str, epochs: int, patience: int | None) -> Path:
         options = tiny_options(epochs=epochs, patience=patience, lr=0.01, out=tmp_path / name)
@@ -472,7 +488,7 @@ def test_ties_keep_the_later_epoch_and_do_not_reset_patience(monkeypatch, tmp_pa
     """With a few dozen validation pixels accuracies tie often; the later epoch is the better trained."""
     def run(name: str, accuracies: list[float], patience: int | None) -> tuple[dict, dict]:
         values = iter(accuracies)
-        monkeypatch.setattr(train_module, "evaluate_accuracy", lambda *args, **kwargs: next(values))
+        monkeypatch.setattr(train_module, "evaluate_pixels", lambda *args, **kwargs: (next(values), None))
         options = tiny_options(epochs=len(accuracies), patience=patience, lr=0.01, out=tmp_path / name)
         path = train(scene.path, options, command="test").path
         return load_arrays(path)[1]["training"], model_arrays(path)

@@ -216,7 +216,7 @@ def test_resume_between_tied_epochs_keeps_the_tie_rule(monkeypatch, tmp_path, sc
 
     def scripted() -> None:
         values = iter(accuracies)
-        monkeypatch.setattr(train_module, "evaluate_accuracy", lambda *args, **kwargs: next(values))
+        monkeypatch.setattr(train_module, "evaluate_pixels", lambda *args, **kwargs: (next(values), None))
 
     scripted()
     whole = train(scene.path, options(tmp_path / "whole.safetensors", **tied), command="test").path

@@ -526,21 +526,27 @@ def centre_logits(kind: str, logits):
     return logits
 
 
-def evaluate_accuracy(model, batches: _Batches, rows, cols, y, batch_size: int, device, autocast) -> float | None:
+def evaluate_pixels(model, batches: _Batches, rows, cols, y, batch_size: int, device,
+                    autocast) -> tuple[float | None, float | None]:
+    """(accuracy, mean cross-entropy) of the model at the labelled pixels `rows, cols`; (None, None)
+    for none. The loss is plain cross-entropy at the centre pixel for every model kind, so
+    validation losses compare across models (a segmenter's training loss has other terms)."""
     import torch
 
     if y.size == 0:
-        return None
+        return None, None
     model.eval()
-    correct = 0
+    correct, loss = 0, 0.0
     with torch.no_grad():
         for start in range(0, y.size, batch_size):
             sl = slice(start, start + batch_size)
             x = batches.inputs(rows[sl], cols[sl]).to(device)
             with autocast():
                 logits = centre_logits(batches.kind, model(x))
+            target = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
+            loss += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
             correct += int((logits.argmax(1).cpu().numpy() == y[sl]).sum())
-    return correct / y.size
+    return correct / y.size, loss / y.size
 
 
 def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Budget, options: TrainOptions,
@@ -663,12 +669,13 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
             )
         if average is not None:
             averaged.load_state_dict(average.state)
-        val_acc = _validation_accuracy(averaged, batches, data, hyper, device, autocast, world)
+        val_acc, val_loss = _validation_scores(averaged, batches, data, hyper, device, autocast, world)
         entry = {
             "epoch": epoch,
             "loss": total_loss / seen,
             "train_accuracy": correct / seen,
             "val_accuracy": val_acc,
+            "val_loss": val_loss,
             "seconds": round(time.perf_counter() - tick, 3),
             "lr": learning_rate(hyper, epoch),
             **(model.history_extras() if hasattr(model, "history_extras") else {}),
@@ -711,17 +718,18 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
     return arrays, training
 
 
-def _validation_accuracy(model, batches: _Batches, data: TrainingData, hyper: TrainDefaults, device, autocast,
-                         world: distributed.World) -> float | None:
-    """Validation accuracy of the unwrapped model; each rank scores its share of the pixels."""
+def _validation_scores(model, batches: _Batches, data: TrainingData, hyper: TrainDefaults, device, autocast,
+                       world: distributed.World) -> tuple[float | None, float | None]:
+    """(accuracy, loss) of the unwrapped model on the validation pixels; each rank scores its share."""
     part = distributed.rank_slice(data.val_y.size, world)
-    accuracy = evaluate_accuracy(model, batches, data.val_rows[part], data.val_cols[part], data.val_y[part],
-                                 hyper.eval_batch_size, device, autocast)
+    accuracy, loss = evaluate_pixels(model, batches, data.val_rows[part], data.val_cols[part], data.val_y[part],
+                                     hyper.eval_batch_size, device, autocast)
     if not world.distributed:
-        return accuracy
+        return accuracy, loss
     size = data.val_y[part].size
-    hits, total = distributed.all_reduce_sum([round((accuracy or 0.0) * size), size], world, device)
-    return hits / total if total else None
+    hits, loss_sum, total = distributed.all_reduce_sum(
+        [round((accuracy or 0.0) * size), (loss or 0.0) * size, size], world, device)
+    return (hits / total, loss_sum / total) if total else (None, None)
 
 
 def _kept_state(state_file: Path, run_key: str) -> str:
