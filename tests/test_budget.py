@@ -177,6 +177,8 @@ def test_the_cli_prints_one_underfit_line_and_takes_the_protocol_options(scene, 
     # A paper of 6 epochs: its protocol trains exactly those, the adaptive one up to 1500 steps.
     spec = registry.get_model_spec("litec2anet")
     monkeypatch.setitem(registry._REGISTRY, "litec2anet", replace(spec, defaults=replace(spec.defaults, epochs=6)))
+    stored = registry._stored_facts()["litec2anet"]  # what train checks a run against before torch loads
+    monkeypatch.setitem(registry._stored_facts(), "litec2anet", {**stored, "defaults": {**stored["defaults"], "epochs": 6}})
     args = ["train", f"{scene.path}/splits/s", "--model", "litec2anet", "--device", "cpu", "--threads", "1"]
     paper = cli(*args, "--protocol", "paper", "--out", tmp_path / "paper.safetensors", "-q")
     assert paper.exit_code == 0, paper.stderr

@@ -585,7 +585,7 @@ def test_labels_rejected():
 
 
 def test_controlled_and_min_pixels_through_the_pipe(synthetic_scene, shell, tmp_path):
-    from tests.conftest import synthetic_arrays
+    from conftest import synthetic_arrays
     from hsicli.store.scene import SceneStore
 
     cube, gt = synthetic_arrays(bands=16)
