@@ -89,6 +89,20 @@ def test_aa_equals_balanced_accuracy_and_excludes_absent_classes(seed: int) -> N
     assert all(row["accuracy"] in (None, row["recall"]) for row in result["per_class"])
 
 
+def test_a_perfect_ranking_scores_an_ap_of_exactly_one_that_a_metrics_file_accepts() -> None:
+    """1327 positives ranked first: 1327 recall steps of 1/1327 add up to 1 + 9e-16 in floating
+    point, which `hsi evaluate` then refused to read back from its own metrics file."""
+    from hsicli.engine.evaluate import _run_problem
+
+    y_true = np.repeat([0, 1], [1327, 200])
+    first = np.linspace(0.999, 0.6, y_true.size)  # distinct scores: one recall step per positive
+    first[y_true == 1] = first[y_true == 1][::-1] - 0.5
+    probabilities = np.stack([first, 1.0 - first], axis=1)
+    result = _quiet(y_true, y_true, 2, probabilities=probabilities)
+    assert [row["ap"] for row in result["per_class"]] == [1.0, 1.0]
+    assert _run_problem(json.loads(json.dumps({**result, "n": int(y_true.size)}))) is None
+
+
 @pytest.mark.parametrize(("seed", "n_classes"), [(0, 4), (1, 7), (2, 16)])
 def test_average_precision_equals_sklearn(seed: int, n_classes: int) -> None:
     y_true, y_pred = _labels(seed, n_classes)
