@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hsicli.errors import InputError
-from hsicli.io.readers import ArrayInfo, Container, native, reading
+from hsicli.io.container import ArrayInfo, Container, native, reading
 
 # ENVI data type code -> numpy type (byte order applied separately). Codes 6 and 9 are complex.
 DATA_TYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}

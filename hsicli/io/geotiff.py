@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hsicli.errors import InputError
-from hsicli.io.readers import ArrayInfo, Container, is_numeric, native, reading
+from hsicli.io.container import ArrayInfo, Container, is_numeric, native, reading
 
 
 @contextmanager

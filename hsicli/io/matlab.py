@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicli.io.readers import ArrayInfo, Container, is_numeric, native, reading
+from hsicli.io.container import ArrayInfo, Container, is_numeric, native, reading
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NUMERIC_CLASSES = frozenset(
