@@ -14,8 +14,10 @@ Contracts by kind:
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -130,19 +132,27 @@ def _json_values(arguments: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(arguments))
 
 
-def _ensure_loaded() -> None:
-    from hsicli.models import load_architectures
+# Modules of the package that are not architectures (every other one registers a model).
+_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision", "thresholds"}
 
-    load_architectures()
+
+@functools.cache
+def load_architectures() -> None:
+    """Import every architecture module, which registers it (once per process). Here rather than
+    in the package's __init__, which imports this module: the registry never imports back up."""
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not info.name.startswith("_") and info.name not in _SUPPORT_MODULES:
+            importlib.import_module(f"{package}.{info.name}")
 
 
 def list_models(kind: str | None = None) -> list[str]:
-    _ensure_loaded()
+    load_architectures()
     return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _ensure_loaded()
+    load_architectures()
     try:
         return _REGISTRY[name]
     except KeyError:
