@@ -5,10 +5,7 @@ that `import hsicli` stays light: `hsicli.train(...)` loads the engine when it i
 `plot` is `hsicli.api.plot`: `hsicli.plot` is the plotting package.
 """
 
-__version__ = "0.1.0"
-
-# What the provenance of an artifact made from Python (hsicli.api) records as its command.
-API_COMMAND = "python API"
+from hsicli.about import __version__
 
 _API = ("prep", "split", "train", "predict", "pseudolabel", "evaluate", "load_scene", "patch_dataset",
         "Scene", "PatchDataset", "sweep", "sweep_points", "run_point", "SweepPoint")

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from hsicli import __version__
+from hsicli.about import __version__
 from hsicli.errors import HsiError
 
 app = typer.Typer(

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from hsicli import __version__
+from hsicli.about import __version__
 from hsicli.data.datasets import (
     RECEIPT_NAME,
     DatasetInfo,

@@ -26,6 +26,7 @@ import numpy as np
 
 from hsicli.data.patches import Augment, PatchSampler, window_targets
 from hsicli.data.splits import TEST, TRAIN, VAL
+from hsicli.about import __version__
 from hsicli.engine import budget, distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
@@ -311,7 +312,7 @@ def train(
         "training": training,
         "source_store": store.describe(),
         "request_key": key,
-        "hsicli_version": __import__("hsicli").__version__,
+        "hsicli_version": __version__,
         "provenance": record(command, inputs),
     }
     save_arrays(out, arrays, metadata, overwrite=options.overwrite)

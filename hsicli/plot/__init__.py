@@ -14,7 +14,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hsicli import API_COMMAND
+from hsicli.about import API_COMMAND
+from hsicli.plot.formats import FORMAT_SUFFIXES, FORMATS  # noqa: F401  (the CLI's --format choices)
 
 if TYPE_CHECKING:
     from hsicli.plot.common import PlotOptions
@@ -38,12 +39,6 @@ KINDS: dict[str, tuple[str, str, str | None, str]] = {
 }
 
 RASTER_KINDS = tuple(kind for kind, entry in KINDS.items() if entry[2])
-
-# Output formats by file suffix: what matplotlib writes (jpg and webp without embedded provenance,
-# so re-running them is not a no-op), and tif, a GeoTIFF export of a map.
-FORMAT_SUFFIXES = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".eps": "eps", ".jpg": "jpg", ".jpeg": "jpg",
-                   ".webp": "webp", ".tif": "tif", ".tiff": "tif"}
-FORMATS = tuple(dict.fromkeys(FORMAT_SUFFIXES.values()))
 
 
 def plot(kind: str, inputs: list[Path], options: PlotOptions, *, command: str = API_COMMAND) -> Path:

@@ -22,9 +22,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hsicli import __version__
+from hsicli.about import __version__
 from hsicli.errors import InputError, StoreError, UsageError
-from hsicli.plot import FORMAT_SUFFIXES, FORMATS
+from hsicli.plot.formats import FORMAT_SUFFIXES, FORMATS
 from hsicli.store.atomic import atomic_path
 from hsicli.store.layout import node_attributes
 from hsicli.store.prediction import PredictionStore

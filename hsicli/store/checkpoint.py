@@ -31,7 +31,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not path.is_file():
         if not path.exists():
             raise StoreError(f"{path} does not exist", hint="check the checkpoint path")
-        from hsicli.store.inspect import what_is
+        from hsicli.store.layout import what_is
 
         what = what_is(path)
         hint = (f"`hsi info {path}` names the checkpoint that made it" if what == "a prediction store"

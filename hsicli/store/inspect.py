@@ -64,21 +64,6 @@ def _describe_artifact(path: Path) -> dict:
     return description
 
 
-def what_is(path: Path) -> str:
-    """What the existing path is, in words, for errors that found the wrong kind of artifact:
-    "a scene store", "split NAME of scene store X.zarr", "a prediction store", "a directory", "a file"."""
-    path = Path(path)
-    store_path, layer_kind, layer_name = split_layer_path(path)
-    kind = node_attributes(store_path).get("kind")
-    if kind is None:
-        return "a directory" if path.is_dir() else "a file"
-    store = f"{kind} store" if kind in ("scene", "prediction") else "store"
-    if layer_kind:
-        layer = {"splits": "split", "labels": "label layer"}[layer_kind]
-        return f"{layer} {layer_name} of {store} {store_path.name}"
-    return f"a {store}"
-
-
 def describe_scene(store: SceneStore) -> dict:
     gt = store.gt()
     counts = np.bincount(gt.ravel(), minlength=store.n_classes + 1)[1:]

@@ -26,6 +26,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from hsicli.errors import HsiError, StoreError
+from hsicli.store.names import split_layer_path
 
 MIN_TILE = 16  # the smallest spatial chunk side read (hsicli writes 64): fewer, larger reads
 TILE_LIMIT = 64  # a spatial chunk side may exceed a small extent up to one full tile
@@ -77,6 +78,21 @@ def node_attributes(folder: Path) -> dict:
             return {}
     attributes = document.get("attributes") if isinstance(document, dict) else None
     return attributes if isinstance(attributes, dict) else {}
+
+
+def what_is(path: Path) -> str:
+    """What the existing path is, in words, for errors that found the wrong kind of artifact:
+    "a scene store", "split NAME of scene store X.zarr", "a prediction store", "a directory", "a file"."""
+    path = Path(path)
+    store_path, layer_kind, layer_name = split_layer_path(path)
+    kind = node_attributes(store_path).get("kind")
+    if kind is None:
+        return "a directory" if path.is_dir() else "a file"
+    store = f"{kind} store" if kind in ("scene", "prediction") else "store"
+    if layer_kind:
+        layer = {"splits": "split", "labels": "label layer"}[layer_kind]
+        return f"{layer} {layer_name} of {store} {store_path.name}"
+    return f"a {store}"
 
 
 def open_group(path: Path):

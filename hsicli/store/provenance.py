@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hsicli import API_COMMAND, __version__  # noqa: F401  (API_COMMAND: for the engine)
+from hsicli.about import API_COMMAND, __version__  # noqa: F401  (API_COMMAND: for the engine)
 from hsicli.errors import StoreError
 
 
