@@ -5,10 +5,19 @@
     hsi evaluate DIR/*.pred.zarr                        # one column per setting, mean ± std over seeds
     hsi plot sweep DIR/*.pred.zarr --x training.hyper.patch --out sweep.png
 
+HSIseg's pseudo-label rounds (a point trains, predicts, then runs N rounds of pseudolabel → train
+→ predict, each round's prediction printed after the model's):
+
+    python examples/sweep.py STORE --out DIR --seeds 0,1,2 --set model=hsiseg --set per_class=10 \
+        --set val=0 --set rounds=3
+    hsi evaluate DIR/*.pred.zarr                        # the initial model, then one column per round
+    hsi plot sweep DIR/*-round*.pred.zarr --x training.pseudo_round --out rounds.png
+
 Keys are `hsicli.data.splitting.SplitRequest` fields (ratio, val, per_class, spatial, controlled,
-...) or `hsicli.engine.train.TrainOptions` fields (model, patch, epochs, lr, ...); values are JSON
-(`5`, `0.01`, `"svm"`, `true`) or plain words. Each point is an ordinary idempotent run, so a
-rerun skips what is done. `--point I` runs point I only; `--slurm FILE` writes a SLURM array
+...), `hsicli.engine.train.TrainOptions` fields (model, patch, epochs, lr, ...) or pseudo-label
+settings (`rounds` N, `tau`, `zeta`, `include_eval`, `round_epochs`: `hsicli.api.PSEUDO_KEYS`);
+values are JSON (`5`, `0.01`, `"svm"`, `true`) or plain words. Each point is an ordinary
+idempotent run, so a rerun skips what is done. `--point I` runs point I only; `--slurm FILE` writes a SLURM array
 script whose task I runs `--point $SLURM_ARRAY_TASK_ID` (submit it with sbatch, then rerun this
 command without --slurm to list the predictions once the array is done).
 """
@@ -63,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         print(args.slurm)
         return
     chosen = [points[args.point]] if args.point is not None else points
-    for point in chosen:
-        print(api.run_point(args.store, point, args.out))
+    for path in dict.fromkeys(path for point in chosen for path in api.run_point(args.store, point, args.out)):
+        print(path)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from hsicli.data.splits import TEST, TRAIN, VAL
 from hsicli.data.splitting import SplitRequest, SplitResult, make_split
 from hsicli.engine.evaluate import EvaluationResult, evaluate as evaluate_predictions
 from hsicli.engine.predict import PredictOptions, PredictResult, predict as predict_scene
+from hsicli.engine.progressive import ProgressiveOptions, RoundResult, progressive
 from hsicli.engine.segmentation import PseudolabelOptions, PseudolabelResult, pseudolabel as pseudo_labels
 from hsicli.engine.train import TrainOptions, TrainResult, resolve_split, train as train_model
 from hsicli.errors import UsageError
@@ -64,10 +65,25 @@ def predict(checkpoint: str | Path, **options: Any) -> PredictResult:
     return predict_scene(Path(checkpoint), PredictOptions(**options))
 
 
-def pseudolabel(prediction: str | Path, **options: Any) -> PseudolabelResult:
-    """`hsi pseudolabel` (one round): a label layer of the prediction's scene store.
-    `options`: `PseudolabelOptions`'s fields (tau, zeta, round, name, include_eval)."""
-    return pseudo_labels(Path(prediction), PseudolabelOptions(**options))
+def pseudolabel(prediction: str | Path, *, iterations: int | None = None, epochs: int | None = None,
+                out: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                **options: Any) -> PseudolabelResult | list[RoundResult]:
+    """`hsi pseudolabel`: a label layer of the prediction's scene store. `options`:
+    `PseudolabelOptions`'s fields (tau, zeta, round, name, include_eval).
+
+    With `iterations` N (`hsi pseudolabel --iterations N`): N rounds of pseudolabel → train from
+    the previous weights → predict, `epochs` fine-tuning epochs each (None: the model's); one
+    `RoundResult` per round (its labels' record, checkpoint, prediction, test OA). Round K writes
+    `OUT-roundK.safetensors` and `.pred.zarr` with `out` given, else `hsi train`'s default names;
+    a rerun reuses the rounds already done."""
+    labels = PseudolabelOptions(**options)
+    if iterations is None:
+        if epochs is not None or out is not None:
+            raise UsageError("epochs and out are settings of the rounds", hint="give iterations=N as well")
+        return pseudo_labels(Path(prediction), labels)
+    return progressive(Path(prediction), ProgressiveOptions(pseudo=labels, iterations=iterations, epochs=epochs,
+                                                            out=Path(out) if out else None, device=device,
+                                                            threads=threads))
 
 
 def evaluate(*predictions: str | Path, split: str | None = None, out: str | Path | None = None,
@@ -145,20 +161,41 @@ def patch_dataset(split: str | Path, subset: str = "train", patch: int = 11) -> 
 
 # How a run executes, not what it computes (the model leads the label).
 _NOT_IN_LABEL = {"model", "device", "threads", "log", "resume", "overwrite"}
+# Sweep keys of HSIseg's pseudo-label rounds (`api.pseudolabel` with `iterations`): `rounds` N
+# (0: none), the rule (`tau`, `zeta`, `include_eval`) and `round_epochs`, fine-tuning epochs per round.
+PSEUDO_KEYS = {"rounds": "iterations", "tau": "tau", "zeta": "zeta", "include_eval": "include_eval",
+               "round_epochs": "epochs"}
 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One run of a sweep: the split's protocol, the run record's settings and the seed."""
+    """One run of a sweep: the split's protocol, the run record's settings, the seed and, with
+    `pseudo["rounds"]` ≥ 1, pseudo-label rounds from the trained model."""
 
     split: dict[str, Any]
     train: dict[str, Any]
     seed: int
+    pseudo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        """The run's file stem: its model, every setting the grid or the sweep sets, its seed."""
-        settings = {**self.split, **{k: v for k, v in self.train.items() if k not in _NOT_IN_LABEL}}
+        """The point's name: its model, every setting the grid or the sweep sets, its seed."""
+        return self._stem(self.pseudo)
+
+    @property
+    def run_label(self) -> str:
+        """The trained model's file stem (the pseudo-label settings left out: every rounds point of
+        one run shares its model)."""
+        return self._stem({})
+
+    @property
+    def rounds_label(self) -> str:
+        """The stem of the rounds' files, ROUNDS-roundK: the rule's settings and the seed, without
+        the number of rounds (points with other numbers of rounds share their rounds)."""
+        return self._stem({k: v for k, v in self.pseudo.items() if k != "rounds"})
+
+    def _stem(self, pseudo: dict[str, Any]) -> str:
+        settings = {**self.split, **{k: v for k, v in self.train.items() if k not in _NOT_IN_LABEL}, **pseudo}
         parts = [str(self.train.get("model", "model"))]
         parts += [_compact(key, value) for key, value in sorted(settings.items())]
         return "-".join([*parts, f"s{self.seed}"])
@@ -174,36 +211,50 @@ def _compact(key: str, value: Any) -> str:
 def sweep_points(grid: dict[str, Sequence[Any]], seeds: Sequence[int] = (0,), **fixed: Any) -> list[SweepPoint]:
     """Every combination of `grid`'s values (keys: `SplitRequest` fields for the split's protocol,
     `TrainOptions` fields for the run record; `patch`, in both, sets the training window and the
-    split's guard radius alike), for each seed (the split's and the training's);
-    `fixed` settings apply to every point. The order is stable, so point i is the same run in
-    every process (a SLURM array task runs point $SLURM_ARRAY_TASK_ID)."""
+    split's guard radius alike; `PSEUDO_KEYS` for pseudo-label rounds), for each seed (the split's
+    and the training's); `fixed` settings apply to every point. The order is stable, so point i is
+    the same run in every process (a SLURM array task runs point $SLURM_ARRAY_TASK_ID)."""
     train_keys = {f.name for f in fields(TrainOptions)}
-    unknown = sorted((grid.keys() | fixed.keys()) - SPLIT_KEYS - train_keys)
+    unknown = sorted((grid.keys() | fixed.keys()) - SPLIT_KEYS - train_keys - PSEUDO_KEYS.keys())
     if unknown or "seed" in grid or "seed" in fixed:
         raise UsageError(f"unknown sweep setting {', '.join(unknown) or 'seed'}",
-                         hint="seeds are given apart; settings are SplitRequest or TrainOptions fields")
+                         hint="seeds are given apart; settings are SplitRequest or TrainOptions fields, "
+                              f"or {', '.join(PSEUDO_KEYS)}")
     keys = sorted(grid)
     points = []
     for values in itertools.product(*(grid[key] for key in keys)):
         chosen = {**fixed, **dict(zip(keys, values))}
         for seed in seeds:
             points.append(SweepPoint(split={k: v for k, v in chosen.items() if k in SPLIT_KEYS},
-                                     train={k: v for k, v in chosen.items() if k in train_keys}, seed=seed))
+                                     train={k: v for k, v in chosen.items() if k in train_keys}, seed=seed,
+                                     pseudo={k: v for k, v in chosen.items() if k in PSEUDO_KEYS}))
     return points
 
 
-def run_point(store: str | Path, point: SweepPoint, out: str | Path) -> Path:
-    """Split, train and predict one sweep point into `out` (`LABEL.safetensors`, `LABEL.pred.zarr`);
-    each step reuses what an earlier identical run wrote, so a rerun does nothing. Returns the
-    prediction store, which `hsi evaluate` and `hsi plot sweep` read."""
+def run_point(store: str | Path, point: SweepPoint, out: str | Path) -> list[Path]:
+    """Split, train and predict one sweep point into `out` (`RUN.safetensors`, `RUN.pred.zarr`, RUN
+    its `run_label`), then run its pseudo-label rounds, if any (`api.pseudolabel` with
+    `iterations`: `ROUNDS-roundK.safetensors` and `.pred.zarr`, ROUNDS its `rounds_label`). Each
+    step reuses what an earlier identical run wrote, so a rerun does nothing. Returns the prediction
+    stores, the trained model's then each round's that trained (a round that labels no pixel keeps
+    the previous model), which `hsi evaluate` and `hsi plot sweep` read (rounds: `--x
+    training.pseudo_round`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layer = split(store, **point.split, seed=point.seed).path
-    checkpoint = train(layer, **point.train, seed=point.seed, out=out / f"{point.label}.safetensors").path
-    return predict(checkpoint, out=out / f"{point.label}.pred.zarr").path
+    checkpoint = train(layer, **point.train, seed=point.seed, out=out / f"{point.run_label}.safetensors").path
+    predictions = [predict(checkpoint, out=out / f"{point.run_label}.pred.zarr").path]
+    rounds = {PSEUDO_KEYS[key]: value for key, value in point.pseudo.items()}
+    if rounds.get("iterations"):
+        made = pseudolabel(predictions[0], **rounds, out=out / point.rounds_label,
+                           device=point.train.get("device", "auto"), threads=point.train.get("threads"))
+        predictions += [result.prediction for result in made if result.trained]
+    return predictions
 
 
 def sweep(store: str | Path, grid: dict[str, Sequence[Any]], *, out: str | Path, seeds: Sequence[int] = (0,),
           **fixed: Any) -> list[Path]:
-    """Run every point of `sweep_points(grid, seeds, **fixed)` on `store`; the prediction stores."""
-    return [run_point(store, point, out) for point in sweep_points(grid, seeds, **fixed)]
+    """Run every point of `sweep_points(grid, seeds, **fixed)` on `store`; the prediction stores,
+    without repeats (points with other numbers of rounds share their model and rounds)."""
+    made = [path for point in sweep_points(grid, seeds, **fixed) for path in run_point(store, point, out)]
+    return list(dict.fromkeys(made))

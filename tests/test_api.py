@@ -102,3 +102,57 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
                           env={**ENV, "SLURM_ARRAY_TASK_ID": "2"})
     assert task.returncode == 0, task.stderr
     assert task.stdout.strip() == str(tmp_path / "array" / "rf-model_args_n_estimators_5-ratio0.4-val0.1-s0.pred.zarr")
+
+
+def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_round(synthetic_scene, tmp_path):
+    """HSIseg's rounds as sweep points: the trained model, then each round's checkpoint and prediction
+    under the point's names; a rerun does nothing; `hsi evaluate` pools the seeds of each round; the
+    driver's SLURM script lists the points and a task runs one."""
+    from hsicli import api
+    from hsicli.store.checkpoint import read_header
+    from hsicli.store.prediction import PredictionStore
+
+    store = api.prep(synthetic_scene(height=14, width=12, bands=6, classes=3), out=tmp_path / "s.zarr").path
+    fixed = {"model": "hsiseg", "model_args": {"dim": 8, "heads": 2, "grids": [3, 2], "dropout": 0.0},
+             "patch": 9, "epochs": 2, "batch_size": 4, "ratio": 0.3, "val": 0, "rounds": 2, "tau": 0.4,
+             "round_epochs": 1, "device": "cpu", "threads": 1}
+    (point,) = api.sweep_points({}, seeds=[0], **fixed)
+    assert point.pseudo == {"rounds": 2, "tau": 0.4, "round_epochs": 1} and "rounds" not in point.train
+    out = tmp_path / "runs"
+    predictions = api.sweep(store, {}, seeds=[0, 1], out=out, **fixed)
+    stem = "hsiseg-batch_size4-epochs2-model_args_dim_8_dropout_0.0_grids_3_2_heads_2-patch9-ratio0.3"
+    assert [p.name for p in predictions] == [
+        name for s in (0, 1) for name in (f"{stem}-val0-s{s}.pred.zarr", f"{stem}-round_epochs1-tau0.4-val0-s{s}-round1.pred.zarr",
+                                          f"{stem}-round_epochs1-tau0.4-val0-s{s}-round2.pred.zarr")]
+    for index, prediction in enumerate(predictions):
+        checkpoint = Path(PredictionStore.open(prediction).attrs["checkpoint"]["path"])
+        training = read_header(checkpoint)[1]["training"]
+        assert checkpoint.parent == out and training["pseudo_round"] == index % 3
+        if index % 3:
+            assert training["pseudo_labels"]["added"] > 0 and training["hyper"]["epochs"] == 1
+    written = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert api.sweep(store, {}, seeds=[0, 1], out=out, **fixed) == predictions
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == written  # a rerun does nothing
+
+    # One column per round (the initial model's too), each the mean of both seeds.
+    evaluation = api.evaluate(*predictions, out=tmp_path / "rounds.summary.json")
+    assert sorted(len(group.runs) for group in evaluation.groups) == [2, 2, 2]
+    assert [[run["setup"]["training"].get("pseudo_round", 0) for run in group.runs]
+            for group in evaluation.groups] == [[0, 0], [1, 1], [2, 2]]
+    figure = api.plot("sweep", *predictions[1:3], *predictions[4:], x="training.pseudo_round",
+                      out=tmp_path / "rounds.png")
+    assert figure.stat().st_size > 0
+
+    args = [str(store), "--out", str(out), "--seeds", "0,1",
+            *(f"--set={key}={json.dumps(value)}" for key, value in fixed.items())]
+    script = tmp_path / "rounds.sbatch"
+    made = subprocess.run([sys.executable, str(ROOT / "examples" / "sweep.py"), *args, "--slurm", str(script)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert made.returncode == 0, made.stderr
+    text = script.read_text()
+    assert "#SBATCH --array=0-1\n" in text and f"{stem}-round_epochs1-rounds2-tau0.4-val0-s1" in text
+    task = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "SLURM_ARRAY_TASK_ID": "1"})
+    assert task.returncode == 0, task.stderr
+    assert task.stdout.split() == [str(p) for p in predictions[3:]]  # done already: listed, not rerun
+    assert {p: p.stat().st_mtime_ns for p in written} == written

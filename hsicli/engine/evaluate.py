@@ -124,7 +124,8 @@ def _training_setup(prediction: PredictionStore) -> dict[str, Any] | None:
     path = Path(checkpoint["path"]) if isinstance(checkpoint.get("path"), str) else None
     if path is not None and path.is_file() and file_sha256(path) == checkpoint.get("sha256"):
         metadata = read_header(path)[1]
-        return training_setup(RunRecord.from_metadata(metadata), metadata.get("provenance"))
+        return training_setup(RunRecord.from_metadata(metadata), metadata.get("provenance"),
+                              (metadata.get("training") or {}).get("pseudo_labels"))
     return None
 
 

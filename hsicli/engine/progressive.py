@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsicli.engine.segmentation import ROUND_FIELDS, PseudolabelOptions, PseudolabelResult, pseudolabel
+from hsicli.engine.segmentation import ROUND_FIELDS, RULE_FIELDS, PseudolabelOptions, PseudolabelResult, pseudolabel
 from hsicli.errors import HsiError
 from hsicli.store.provenance import API_COMMAND
 
@@ -20,6 +20,9 @@ class ProgressiveOptions:
     pseudo: PseudolabelOptions = field(default_factory=PseudolabelOptions)
     iterations: int = 1
     epochs: int | None = None  # per round; None = the first checkpoint's epochs
+    # Round K writes OUT-roundK.safetensors and OUT-roundK.pred.zarr (a sweep's run names);
+    # None: `hsi train`'s default names beside the scene store.
+    out: Path | None = None
     device: str = "auto"
     threads: int | None = None
 
@@ -34,9 +37,14 @@ class RoundResult:
     oa: float | None = None  # of `prediction` on the split's test pixels (None: the split has none)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{key: self.labels.record.get(key) for key in ROUND_FIELDS}, "round": self.round,
+        return {**{key: self.labels.record.get(key) for key in (*ROUND_FIELDS, *RULE_FIELDS)}, "round": self.round,
                 "oa": self.oa, "trained": self.trained, "labels": str(self.labels.path),
                 "checkpoint": str(self.checkpoint), "prediction": str(self.prediction)}
+
+
+def round_path(out: Path, round_number: int) -> Path:
+    """Round K's checkpoint under the stem OUT: OUT-roundK.safetensors (its prediction beside it)."""
+    return Path(out).with_name(f"{Path(out).name}-round{round_number}.safetensors")
 
 
 def test_accuracy(prediction: Path) -> float | None:
@@ -108,7 +116,8 @@ def progressive(
         trained = train(
             Path(Checkpoint.open(checkpoint).source_store["path"]),
             TrainOptions(like=checkpoint, labels=labels.name, init=checkpoint, epochs=options.epochs,
-                         device=options.device, threads=options.threads, resume=True),
+                         device=options.device, threads=options.threads, resume=True,
+                         out=None if options.out is None else round_path(options.out, round_number)),
             command=command,
             on_message=on_message,
         )

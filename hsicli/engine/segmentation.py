@@ -90,6 +90,8 @@ def pseudo_layer(
 
 
 ROUND_FIELDS = ("round", "tau", "mean_plus_std", "threshold", "added", "added_per_class")
+# The rule that drew a round's labels, the same for every round and seed of one run (its setup).
+RULE_FIELDS = ("tau_base", "zeta", "includes_eval_locations")
 
 
 def pseudo_label_record(store, labels_name: str | None) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def pseudo_label_record(store, labels_name: str | None) -> dict[str, Any]:
         return {"pseudo_round": 0}
     attrs = store.layer_attrs("labels", labels_name)
     return {"pseudo_round": attrs.get("round", 0),
-            "pseudo_labels": {key: attrs.get(key) for key in ROUND_FIELDS}}
+            "pseudo_labels": {key: attrs.get(key) for key in (*ROUND_FIELDS, *RULE_FIELDS)}}
 
 
 @dataclass
@@ -189,6 +191,7 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
                                                            "checkpoint": pred.attrs.get("checkpoint")}}),
     }
     path = store.add_layer("labels", name, layer.labels, attrs)
-    return PseudolabelResult(path, name, layer.record)
+    return PseudolabelResult(path, name, {**layer.record, "round": options.round, "tau_base": options.tau,
+                                          "zeta": options.zeta})
 
 

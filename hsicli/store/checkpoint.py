@@ -279,11 +279,17 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
             "epoch": metadata.get("epoch")}
 
 
-def training_setup(record: RunRecord, provenance: dict[str, Any]) -> dict[str, Any]:
+def training_setup(record: RunRecord, provenance: dict[str, Any],
+                   pseudo_labels: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a checkpoint's run was trained with besides its data and seed: the model, its arguments
     and every training setting (`--init` by content). Runs of equal setups on the same scene and
-    split protocol differ only by their seeds, so `hsi evaluate` may average them."""
-    return {
+    split protocol differ only by their seeds, so `hsi evaluate` may average them.
+
+    A run on pseudo-labels (`pseudo_labels`: the checkpoint's `training.pseudo_labels`) is set up by
+    its round and the rule that drew them (τ2 of round 1, ζ, evaluation pixels or not), not by the
+    layer's name and the previous round's checkpoint: both are made from the seed's own runs, so
+    they would keep every seed's round apart."""
+    setup = {
         "model": record.model,
         "model_args": record.model_args,
         "hyper": record.hyper.to_dict(),
@@ -292,3 +298,7 @@ def training_setup(record: RunRecord, provenance: dict[str, Any]) -> dict[str, A
         "labels": record.labels,
         "init": (((provenance or {}).get("inputs") or {}).get("init") or {}).get("sha256"),
     }
+    if isinstance(pseudo_labels, dict) and pseudo_labels.get("tau_base") is not None:
+        setup.update(labels=None, init=None, pseudo_round=pseudo_labels.get("round"),
+                     pseudo_rule={key: pseudo_labels.get(key) for key in ("tau_base", "zeta", "includes_eval_locations")})
+    return setup
