@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsicli.engine.segmentation import ROUND_FIELDS, RULE_FIELDS, PseudolabelOptions, PseudolabelResult, pseudolabel
+from hsicli.engine.segmentation import (ROUND_FIELDS, RULE_FIELDS, PseudolabelOptions, PseudolabelResult,
+                                        pseudolabel)
 from hsicli.errors import HsiError
 from hsicli.store.provenance import API_COMMAND
 
@@ -37,7 +38,8 @@ class RoundResult:
     oa: float | None = None  # of `prediction` on the split's test pixels (None: the split has none)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{key: self.labels.record.get(key) for key in (*ROUND_FIELDS, *RULE_FIELDS)}, "round": self.round,
+        return {**{key: self.labels.record.get(key) for key in (*ROUND_FIELDS, *RULE_FIELDS)},
+                "round": self.round,
                 "oa": self.oa, "trained": self.trained, "labels": str(self.labels.path),
                 "checkpoint": str(self.checkpoint), "prediction": str(self.prediction)}
 
