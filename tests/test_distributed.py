@@ -211,7 +211,7 @@ def _train_args(store: Path, out: Path, epochs: int, **model_args) -> list[str]:
 
 
 def _test_accuracy(checkpoint: Path, folder: Path) -> float:
-    from hsicli.engine.evaluate import evaluate_prediction
+    from hsicli.store.evaluation import evaluate_prediction
     from hsicli.engine.predict import PredictOptions, predict
 
     pred = predict(checkpoint, PredictOptions(device="cpu", threads=1, out=folder / (checkpoint.stem + ".pred.zarr")),

@@ -335,7 +335,7 @@ def test_history_records_the_validation_loss_of_the_kept_weights(scene, hybrid_c
 def test_prediction_of_labelled_or_test_pixels_only(tmp_path, scene, hybrid_ckpt, pixels):
     """`--pixels`: the chosen pixels as the whole-scene prediction has them, nothing elsewhere, and
     the same metrics as the whole-scene store (which `hsi evaluate` reads at the test pixels only)."""
-    from hsicli.engine.evaluate import evaluate_prediction
+    from hsicli.store.evaluation import evaluate_prediction
 
     whole_path = predict(hybrid_ckpt, PredictOptions(device="cpu", out=tmp_path / "all.zarr"), command="t").path
     part_path = predict(hybrid_ckpt, PredictOptions(device="cpu", pixels=pixels, embeddings=True,

@@ -1,4 +1,4 @@
-"""hsicli.engine.metrics against scikit-learn, brute force and numpy (issue 3, `hsi evaluate`); the
+"""hsicli.metrics against scikit-learn, brute force and numpy (issue 3, `hsi evaluate`); the
 tables of hsicli.engine.report (issue 16)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hsicli.engine.metrics import classification_metrics, summarize_runs
+from hsicli.metrics import classification_metrics, summarize_runs
 from hsicli.engine.report import Cell, Row, Table, comparison_table, mark_best, run_tables, to_csv, to_latex, to_markdown
 from hsicli.errors import InputError
 
@@ -92,7 +92,7 @@ def test_aa_equals_balanced_accuracy_and_excludes_absent_classes(seed: int) -> N
 def test_a_perfect_ranking_scores_an_ap_of_exactly_one_that_a_metrics_file_accepts() -> None:
     """1327 positives ranked first: 1327 recall steps of 1/1327 add up to 1 + 9e-16 in floating
     point, which `hsi evaluate` then refused to read back from its own metrics file."""
-    from hsicli.engine.evaluate import _run_problem
+    from hsicli.store.evaluation import _run_problem
 
     y_true = np.repeat([0, 1], [1327, 200])
     first = np.linspace(0.999, 0.6, y_true.size)  # distinct scores: one recall step per positive

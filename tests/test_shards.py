@@ -215,7 +215,7 @@ def test_sharded_segmenter_blends_like_the_whole_scene(trained, tmp_path):
 
 @wired
 def test_unfinished_store_is_refused_until_finalized(trained, tmp_path):
-    from hsicli.engine.evaluate import evaluate_prediction
+    from hsicli.store.evaluation import evaluate_prediction
     from hsicli.engine.predict import predict
     from hsicli.store.prediction import PredictionStore
 

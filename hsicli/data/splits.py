@@ -24,9 +24,9 @@ import numpy as np
 from scipy.ndimage import find_objects, maximum_filter
 from scipy.ndimage import label as label_regions
 
-from hsicli.errors import HsiError, StoreError
+from hsicli.errors import HsiError
+from hsicli.store.splits import TEST, TRAIN, UNUSED, VAL
 
-UNUSED, TRAIN, VAL, TEST = 0, 1, 2, 3
 SET_NAMES = ("train", "val", "test")
 
 # Fractions such as 0.7 are not exact in binary, so 0.7 * 5 may land just below 3.5; the nudge
@@ -623,21 +623,3 @@ def _check_split(split: np.ndarray) -> np.ndarray:
 def _rng(seed: int) -> np.random.Generator:
     _check_count("--seed", seed, minimum=0)
     return np.random.default_rng(seed)
-
-
-def dropped_classes(store, split: str | None) -> dict[int, int]:
-    """{class id: labelled pixels} of the classes the store's split `split` left out
-    (`hsi split --min-pixels`); {} for no split, a missing one, or one that dropped nothing."""
-    attrs = store.layer_attrs("splits", split) if split else {}
-    return {int(entry["class"]): int(entry["pixels"]) for entry in attrs.get("dropped", [])}
-
-
-def labelled_test_mask(store, split: str, recorded_fingerprint: str | None, trained: str, hint: str) -> np.ndarray:
-    """(H, W) mask of the labelled test pixels of the store's `split`; refused when the split was
-    written again since the model `trained` (a file name) was trained on it, as its test pixels
-    may then be that model's training pixels. No `recorded_fingerprint`: no check."""
-    layer = store.read_layer("splits", split)
-    if recorded_fingerprint and layer.attrs.get("fingerprint") != recorded_fingerprint:
-        raise StoreError(f"split {split!r} of {store.path} was written again since {trained} was trained on it",
-                         hint=hint)
-    return (layer.data == TEST) & (store.gt() > 0)

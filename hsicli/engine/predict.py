@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from hsicli.data.patches import PatchSampler, block_sampler
-from hsicli.data.splits import labelled_test_mask
 from hsicli.engine import memory, shards
 from hsicli.engine.windows import default_stride, predict_windows, scene_inputs
 from hsicli.errors import HsiError, OutputExistsError, StoreError, UsageError
@@ -39,6 +38,7 @@ from hsicli.store.atomic import up_to_date, write_lock
 from hsicli.store.prediction import ROW_BLOCK, PredictionStore
 from hsicli.store.provenance import API_COMMAND, describe_file, now, record
 from hsicli.store.scene import SceneStore
+from hsicli.store.splits import labelled_test_mask
 
 
 @dataclass

@@ -51,7 +51,7 @@ def round_path(out: Path, round_number: int) -> Path:
 
 def test_accuracy(prediction: Path) -> float | None:
     """OA of a prediction on its split's test pixels; None when the split has none."""
-    from hsicli.engine.evaluate import evaluate_prediction, test_pixels
+    from hsicli.store.evaluation import evaluate_prediction, test_pixels
     from hsicli.store.prediction import PredictionStore
 
     try:

@@ -23,7 +23,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from hsicli.engine.metrics import OPTIONAL_SCORES, OVERALL_SCORES, summarize_runs
+from hsicli.metrics import OPTIONAL_SCORES, OVERALL_SCORES, summarize_runs
 
 MISSING = "–"  # an undefined value (a class with no test pixels)
 _LATEX_MISSING = "--"

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from hsicli.data.splits import TEST, TRAIN, VAL, dropped_classes
 from hsicli.errors import StoreError, UsageError
 from hsicli.plot.common import (
     PlotOptions, Raster, add_legend, class_legend, class_palette, colorize, hex_to_rgb, legend_height, map_panel_size,
@@ -25,6 +24,7 @@ from hsicli.plot.common import (
 )
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
+from hsicli.store.splits import TEST, TRAIN, VAL, dropped_classes
 
 ENTROPY_CMAP = "inferno"
 # Split codes 0..3: unused (and unlabelled), train, validation, test.
@@ -317,7 +317,7 @@ def grid_figure(inputs: list[Path], options: PlotOptions) -> Figure:
 
 def _map_title(prediction: PredictionStore) -> str:
     """The model's name, and its OA when `hsi evaluate` has recorded one beside the prediction."""
-    from hsicli.engine.evaluate import metrics_path
+    from hsicli.store.evaluation import metrics_path
 
     title = prediction.attrs.get("model") or prediction.path.name
     oa = _recorded_oa(metrics_path(prediction.path), prediction.path)

@@ -1,13 +1,13 @@
 """Figures of evaluations: confusion matrix, precision-recall curves, model comparison, sweeps.
 
-Inputs are prediction stores (evaluated on their split's test pixels by `hsi evaluate`'s engine,
-so a figure never disagrees with the table) or the metrics JSON files `hsi evaluate` writes; a
-summary JSON of several runs stands for the runs it lists.
+Inputs are prediction stores (evaluated on their split's test pixels as `hsi evaluate` evaluates
+them, by `hsicli.store.evaluation`, so a figure never disagrees with the table) or the metrics
+JSON files `hsi evaluate` writes; a summary JSON of several runs stands for the runs it lists.
 
 - `confusion`: rows true class, columns predicted, each row divided by its support (recall on the
   diagonal); several runs are pooled.
 - `pr`: one-vs-rest precision-recall curve per class on test pixels (CLAReSNet Fig. 3), with the
-  class's average precision from `hsicli.engine.metrics`.
+  class's average precision from `hsicli.metrics`.
 - `compare`: OA, AA and κ, mean ± sample std over the runs of each setup (Lite-C2ANet Table 7 as
   a picture), and OA against parameter count when the runs' checkpoints are at hand.
 - `sweep --x KEY`: a metric against any recorded parameter, mean ± std bands per setup
@@ -31,12 +31,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from hsicli.engine.evaluate import evaluate_prediction, group_runs, read_metrics_file, test_pixels
-from hsicli.engine.metrics import classification_metrics, summarize_runs
 from hsicli.errors import HsiError, InputError, StoreError, UsageError
+from hsicli.metrics import classification_metrics, summarize_runs
 from hsicli.plot.common import (
     PlotOptions, artifact_kind, figure_legend, legend_height, new_figure, open_prediction,
 )
+from hsicli.store.evaluation import evaluate_prediction, group_runs, read_metrics_file, test_pixels
 from hsicli.store.prediction import PredictionStore
 from hsicli.store.scene import SceneStore
 
@@ -260,7 +260,7 @@ def pr_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.n
     """(recall, precision) at each distinct score threshold, highest first; ties form one threshold.
 
     Drawn as a step curve that holds precision P_i over (R_{i−1}, R_i], its area is the average
-    precision Σ (R_i − R_{i−1}) P_i of `hsicli.engine.metrics`.
+    precision Σ (R_i − R_{i−1}) P_i of `hsicli.metrics`.
     """
     order = np.argsort(-scores, kind="stable")
     ranked = scores[order]

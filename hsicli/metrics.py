@@ -1,5 +1,8 @@
 """Classification metrics for `hsi evaluate`: the papers' accuracy scores from one confusion matrix.
 
+Plain numpy math on arrays, below every layer that scores a prediction (hsicli.store.evaluation,
+`hsi evaluate`'s tables, `hsi plot`'s figures), so each reads the one implementation.
+
 Everything derives from the C×C confusion matrix (rows true, columns predicted) of the evaluated
 pixels, counted with one `np.bincount`; scikit-learn is the reference in the tests but is not
 imported here (import cost). Class index k is label value k + 1 of the scene's label map
