@@ -124,12 +124,14 @@ def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_roun
     assert [p.name for p in predictions] == [
         name for s in (0, 1) for name in (f"{stem}-val0-s{s}.pred.zarr", f"{stem}-round_epochs1-tau0.4-val0-s{s}-round1.pred.zarr",
                                           f"{stem}-round_epochs1-tau0.4-val0-s{s}-round2.pred.zarr")]
+    added = {1: [], 2: []}
     for index, prediction in enumerate(predictions):
         checkpoint = Path(PredictionStore.open(prediction).attrs["checkpoint"]["path"])
         training = read_header(checkpoint)[1]["training"]
         assert checkpoint.parent == out and training["pseudo_round"] == index % 3
         if index % 3:
             assert training["pseudo_labels"]["added"] > 0 and training["hyper"]["epochs"] == 1
+            added[index % 3].append(training["pseudo_labels"]["added"])
     written = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     assert api.sweep(store, {}, seeds=[0, 1], out=out, **fixed) == predictions
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == written  # a rerun does nothing
@@ -142,6 +144,16 @@ def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_roun
     figure = api.plot("sweep", *predictions[1:3], *predictions[4:], x="training.pseudo_round",
                       out=tmp_path / "rounds.png")
     assert figure.stat().st_size > 0
+    # Pixels added per round, a recorded number as the sweep's y: one line over both seeds.
+    from hsicli.plot.common import PlotOptions
+    from hsicli.plot.metrics_figs import sweep_figure
+
+    axes = sweep_figure([*predictions[1:3], *predictions[4:]],
+                        PlotOptions(x="training.pseudo_round", metric="training.pseudo_labels.added")).axes[0]
+    (line,) = axes.lines
+    assert list(line.get_xdata()) == [1, 2] and axes.get_ylabel() == "training.pseudo_labels.added"
+    assert np.allclose(line.get_ydata(), [np.mean(added[1]), np.mean(added[2])])
+    assert sweep_figure(predictions, PlotOptions(x="training.pseudo_round")).axes[0].get_ylabel() == "OA (%)"
 
     args = [str(store), "--out", str(out), "--seeds", "0,1",
             *(f"--set={key}={json.dumps(value)}" for key, value in fixed.items())]

@@ -54,7 +54,8 @@ def plot(
     split: Annotated[Optional[str], layer_name_option("--split", help="Split to draw or evaluate on.",
                                                                       autocompletion=completion.split_names)] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="sweep: recorded parameter on the x axis.")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map.")] = "oa",
+    metric: Annotated[str, typer.Option("--metric", help="sweep: oa, aa, kappa, mcc, ari, map, or a recorded number "
+                                                     "(e.g. training.pseudo_labels.added).")] = "oa",
     points: Annotated[int, ranged_option("--points", ge=2, help="tsne: at most this many pixels.")] = 5000,
     seed: Annotated[int, ranged_option("--seed", ge=0, le=SEED_MAX, help="tsne: seed of the sample and of t-SNE.")] = 0,
     overwrite: OverwriteOpt = False,

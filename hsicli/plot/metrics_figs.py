@@ -370,12 +370,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _number(run: Run, key: str) -> float:
+    found = run.lookup(key)
+    if not _is_number(found):
+        raise StoreError(f"{key!r} of {run.source} is {found!r}, not a number", hint="name a numeric key")
+    return float(found)
+
+
 def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     """A metric against a recorded parameter: mean line and ± std band per setup over repeated runs."""
     if not options.x:
         raise UsageError("`hsi plot sweep` needs --x KEY, the parameter on the x axis",
                          hint="e.g. --x training.hyper.patch, --x params.ratio or --x training.seed")
-    label, scale = _check_metric(options.metric)
+    metric = options.metric
+    # A recorded number, named as --x names one (e.g. training.pseudo_labels.added: pixels per round).
+    recorded = metric not in METRICS and "." in metric
+    label, scale = (metric, 1.0) if recorded else _check_metric(metric)
+
+    def value(run: Run) -> float:
+        return _number(run, metric) if recorded else scale * run.value(metric)
+
     groups = _grouped(load_runs(inputs, "sweep", options.split), varied=options.x)
     xs = {id(run): run.lookup(options.x) for runs in groups.values() for run in runs}
     numeric = all(_is_number(x) for x in xs.values())
@@ -385,9 +399,9 @@ def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     width = 4.8
     fig = new_figure(options, (width, 3.2 + legend_height(names, width)))
     ax = fig.subplots()
-    for index, (label, runs) in enumerate(groups.items()):
+    for index, runs in enumerate(groups.values()):
         points = np.array([position(xs[id(run)]) for run in runs])
-        values = np.array([scale * run.value(options.metric) for run in runs])
+        values = np.array([value(run) for run in runs])
         grid = np.unique(points)
         means = np.array([values[points == x].mean() for x in grid])
         stds = np.array([values[points == x].std(ddof=1) if (points == x).sum() > 1 else 0.0 for x in grid])
