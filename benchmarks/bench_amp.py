@@ -49,7 +49,7 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = create_model(name, BANDS, CLASSES, **({"patch": patch} if spec.takes_patch else {}))
     x = torch.randn(batch, BANDS, patch, patch)
-    y = torch.randint(0, CLASSES, (batch,) if spec.kind == "patch" else (batch, patch, patch))
+    y = torch.randint(0, CLASSES, (batch, patch, patch) if spec.kind.dense else (batch,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     result = {"batch_size": batch, "patch": patch}
     for precision in ("fp32", "bf16"):

@@ -12,6 +12,7 @@ from torch import nn
 from hsicli.errors import HsiError
 from hsicli.models import create_model, get_model_spec, list_models
 from hsicli.models.complexity import measure_macs
+from hsicli.models.kinds import PATCH
 from hsicli.models.spectralformer import GroupwiseSpectralEmbedding
 
 torch.set_num_threads(1)
@@ -320,11 +321,11 @@ def test_els2t_matches_the_public_code_and_lite_c2anet_table_7():
 
 
 def test_registry_lists_them_with_paper_protocols():
-    patch_models = list_models("patch")
+    patch_models = list_models(PATCH)
     for name in NAMES:
         assert name in patch_models
         spec = get_model_spec(name)
-        assert spec.kind == "patch"
+        assert spec.kind is PATCH
         assert spec.description
     h, s, f, t, a, e = (get_model_spec(n).defaults for n in NAMES)
     assert (h.patch, h.optimizer, h.lr, h.batch_size, h.epochs) == (25, "adam", 1e-3, 256, 100)

@@ -21,6 +21,7 @@ from hsicli.models.claresnet import (
     _scale_operators,
     latent_token_count,
 )
+from hsicli.models.kinds import PATCH
 
 # Same shape logic as the paper's model, a fraction of the cost.
 SMALL = dict(dim=32, base_channels=8, layers=2, heads=4, head_hidden=16)
@@ -295,7 +296,7 @@ def test_training_after_inference_mode() -> None:
 
 def test_registry_entry_carries_the_paper_protocol() -> None:
     spec = get_model_spec("claresnet")
-    assert spec.kind == "patch"
+    assert spec.kind is PATCH
     d = spec.defaults
     protocol = (d.patch, d.optimizer, d.lr, d.weight_decay, d.batch_size, d.eval_batch_size, d.epochs, d.augment)
     assert protocol == (11, "adamw", 1e-4, 1e-2, 16, 32, 40, True)

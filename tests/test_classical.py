@@ -14,6 +14,7 @@ import pytest
 from hsicli.errors import HsiError
 from hsicli.models import create_model, get_model_spec, list_models
 from hsicli.models.classical import FORMAT, estimator_from_arrays, estimator_to_arrays
+from hsicli.models.kinds import SPECTRAL
 
 # scikit-learn 1.9 deprecates SVC(probability=True) in favour of CalibratedClassifierCV; libsvm's
 # Platt scaling is still what it computes, and what the SVM baseline uses.
@@ -70,7 +71,7 @@ def fitted() -> dict[str, tuple[Any, np.ndarray]]:
 
 
 def test_registered_as_spectral_models_with_patch_1():
-    assert set(MODELS) <= set(list_models("spectral"))
+    assert set(MODELS) <= set(list_models(SPECTRAL))
     for name in MODELS:
         assert get_model_spec(name).defaults.patch == 1
 

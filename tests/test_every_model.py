@@ -14,7 +14,7 @@ from hsicli.models.registry import architecture_args, create_model, get_model_sp
 
 CATALOGUE = json.loads(STORED_ROWS.read_text())
 ROWS = {row["name"]: row for row in CATALOGUE["models"]}
-TORCH_MODELS = [name for name in list_models() if get_model_spec(name).kind != "spectral"]
+TORCH_MODELS = [name for name in list_models() if get_model_spec(name).kind.torch]
 
 
 def build(name: str, seed: int = 0):
@@ -44,8 +44,10 @@ def test_model_builds_counts_runs_and_round_trips(name, tmp_path):
     x = torch.randn(2, CATALOGUE["bands"], patch, patch, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
-    expected = (2, CATALOGUE["classes"]) if spec.kind == "patch" else (2, CATALOGUE["classes"], patch, patch)
+    expected = (2, CATALOGUE["classes"]) if not spec.kind.dense else (2, CATALOGUE["classes"], patch, patch)
     assert tuple(out.shape) == expected
+    centre = out[:, :, patch // 2, patch // 2] if spec.kind.dense else out
+    assert torch.equal(spec.kind.centre_logits(out), centre)
     again, _ = build(name)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     path = save_arrays(tmp_path / "m.safetensors", weights_to_arrays(model.state_dict(), "model."), {})
@@ -65,6 +67,7 @@ def test_one_epoch_under_amp_on_a_tiny_scene(name, tmp_path):
                                             device="cpu", threads=1), command="test")
     checkpoint = Checkpoint.open(result.path)
     assert checkpoint.record.amp and len(checkpoint.history) == 1
+    assert checkpoint.model_kind == ROWS[name]["kind"] == get_model_spec(name).kind.name  # stored as before
     assert np.isfinite(checkpoint.history[0]["train_accuracy"])
 
 

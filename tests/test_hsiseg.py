@@ -19,6 +19,7 @@ from hsicli.models.thresholds import adaptive_threshold
 from hsicli.models.hsiseg import (
     DFS, HSIseg, IGNORE, PAPER_SETTINGS, LossWeights, RegionTokens, quadrant_masks, quadrant_sums,
 )
+from hsicli.models.kinds import SEGMENTER
 from hsicli.models.registry import create_model, get_model_spec
 from hsicli.store.scene import SceneStore
 
@@ -281,7 +282,7 @@ def test_presets_follow_section_4_3_3_and_table_3():
     assert len(ip.main.encoders) == 5 and len(ip.main.decoders) == 5
     assert len(ip.main.encoders[0].blocks) == 4 and ip.dfs.tau == 0.8
     spec = get_model_spec("hsiseg-ip")
-    assert spec.kind == "segmenter"
+    assert spec.kind is SEGMENTER
     ip_defaults = spec.defaults
     assert (ip_defaults.patch, ip_defaults.epochs, ip_defaults.batch_size, ip_defaults.lr) == (33, 300, 32, 0.0015)
     pu = get_model_spec("hsiseg-pu").defaults

@@ -14,6 +14,7 @@ from hsicli.data.patches import PatchSampler
 from hsicli.errors import HsiError, UsageError
 from hsicli.models import create_model, get_model_spec
 from hsicli.models.complexity import count_macs, count_parameters
+from hsicli.models.kinds import PATCH
 from hsicli.models.litec2anet import CentralSimilarityGuidance, CoordinateAttention, LiteC2ANet
 
 # Table 7: (bands, classes) -> (parameters, MACs per 9x9 sample).
@@ -56,7 +57,7 @@ def test_exact_layer_budget() -> None:
 
 def test_registry_entry_and_protocol() -> None:
     spec = get_model_spec("litec2anet")
-    assert spec.kind == "patch"
+    assert spec.kind is PATCH
     d = spec.defaults
     assert (d.patch, d.optimizer, d.lr, d.betas, d.batch_size, d.epochs) == (9, "adam", 1e-3, (0.9, 0.999), 64, 100)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hsicli.data.patches import Augment, PatchSampler, reflect_index, reflect_pad, window_targets
+from hsicli.models.kinds import PATCH
 from hsicli.store.record import RunRecord
 
 
@@ -200,7 +201,7 @@ def test_predict_tiles_give_the_whole_scene_patches(tmp_path, monkeypatch):
 
         def __init__(self, path, options):
             self.path, self.patch, self.bands, self.n_classes = Path(path), patch, bands, 2
-            self.spec = SimpleNamespace(name="fake", kind="patch")
+            self.spec = SimpleNamespace(name="fake", kind=PATCH)
             self.checkpoint = SimpleNamespace(  # the fields of store.checkpoint.Checkpoint that predict reads
                 source_store=store.describe(), input=SimpleNamespace(transform_fingerprint=None),
                 record=RunRecord(model="fake"), provenance={}, class_names=["a", "b"],

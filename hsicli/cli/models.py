@@ -102,12 +102,14 @@ def _value(value: Any) -> str:
 def _details(row: dict[str, Any], bands: int, classes: int) -> Any:
     from rich.table import Table
 
+    from hsicli.models.kinds import model_kind
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row(row["name"], f"{row['kind']} — {row['paper']}")
     grid.add_row("", row["description"])
-    spectral = row["kind"] == "spectral"
+    spectral = not model_kind(row["kind"]).torch
     window = "centre spectrum" if spectral else f"{row['patch']}×{row['patch']} window"
     grid.add_row("input", f"{bands} bands, {classes} classes, {window}")
     if not spectral:

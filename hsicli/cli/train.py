@@ -118,7 +118,7 @@ def _check_window(settings: dict[str, Any]) -> None:
 
         model = Checkpoint.open(settings["like"]).record.model
     spec = stored_model_spec(model or RunRecord.model)
-    if not spec.reads_windows:
+    if not spec.kind.reads_windows:
         return
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
         raise UsageError(f"{flag} {patch!r} is not a window size", hint="give the size with --patch, e.g. --patch 9")

@@ -108,7 +108,7 @@ def require_training_fits(spec, *, shape: tuple[int, int, int], patch: int, batc
     height, width, bands = shape
     need = height * width * bands * FLOAT32  # the cube, read whole
     what = f"training {spec.name} on a {height}×{width}×{bands} scene"
-    if spec.reads_windows:
+    if spec.kind.reads_windows:
         # The padded copy the sampler cuts windows from, its 8 dihedral offset tables (int64), and
         # each batch with the activations kept for the backward pass (about half of them in bf16).
         kept = max(spec.activations_per_input * bands, spec.activations_per_pixel) / (2 if amp else 1)
@@ -116,7 +116,7 @@ def require_training_fits(spec, *, shape: tuple[int, int, int], patch: int, batc
         need += windows_bytes(batch, bands, patch) + int(windows_bytes(batch, 1, patch) * kept)
         what = f"a {patch}×{patch} patch of {bands} bands at batch {batch} ({spec.name}, {height}×{width} scene)"
     need += 4 * init_weights  # weights, gradients, two optimiser moments
-    require(need, what, hint="use a smaller --patch or --batch-size" if spec.reads_windows
+    require(need, what, hint="use a smaller --patch or --batch-size" if spec.kind.reads_windows
             else "use a smaller scene or a machine with more memory")
 
 

@@ -86,20 +86,21 @@ class Classifier:
         memory.require_prediction_fits(self.path, bands=self.bands, patch=self.patch, batch=self.batch_size,
                                        weights=memory.weights_bytes(tensors))
         self.spec = stored_model_spec(record.model)  # the checks below run before torch is loaded
-        kind = "est" if any(k.startswith("est.") for k in tensors) else "model" if tensors else "no"
-        if (kind == "est") != (self.spec.kind == "spectral"):
-            raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {kind} tensors",
+        held = "est" if any(k.startswith("est.") for k in tensors) else "model" if tensors else "no"
+        if (held == "est") == self.spec.kind.torch:  # an estimator's arrays for a network, or none for an estimator
+            raise StoreError(f"{self.path} names the {self.spec.kind} model {self.spec.name} but holds {held} tensors",
                              hint="the checkpoint's metadata and weights disagree; train the model again")
-        if self.spec.reads_windows and self.patch % 2 == 0:
+        if self.spec.kind.reads_windows and self.patch % 2 == 0:
             raise StoreError(f"{self.path} records an even patch size, {self.patch}; {self.spec.name} reads windows "
                              "centred on a pixel", hint="the checkpoint is damaged; train the model again")
         arrays = self.checkpoint.arrays()
         self.options = options
         self.pixel_stage = None  # the model's per-pixel leading layers, if it has them
-        if self.spec.kind == "spectral":
+        prefix = f"{self.spec.kind.tensors}."
+        if not self.spec.kind.torch:
             from hsicli.models.classical import estimator_from_arrays
 
-            estimator_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("est.")}
+            estimator_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             self.estimator = estimator_from_arrays(self.spec.name, estimator_arrays, self.checkpoint.estimator)
             self.patch = 1
             # Class indices 0..C-1; a class without training pixels is absent from the estimator.
@@ -120,7 +121,7 @@ class Classifier:
             self.device = select_device(options.device)
             keep_freed_memory()
             self.model = create_model(self.spec.name, self.bands, self.n_classes, **record.model_args)
-            load_weights(self.model, arrays, "model.", self.path)
+            load_weights(self.model, arrays, prefix, self.path)
             self.model.to(self.device).eval()
             self.pixel_stage = getattr(self.model, "pixel_stage", None)
         if options.embeddings and not hasattr(getattr(self, "model", None), "forward_features"):
@@ -153,15 +154,13 @@ class Classifier:
         """(class index (N,), probabilities (N, C), embeddings of pixels where `embed`).
 
         `sampler` cuts from the rows `rows_reader` returns; `on_batch(pixels done)` follows each batch."""
-        if self.spec.kind == "spectral":
+        if not self.spec.kind.torch:
             x = sampler.centres(rows, cols)
             # An SVM's map comes from its own decision (one-vs-one votes), not argmax of probabilities.
             probabilities = np.zeros((rows.size, self.n_classes), dtype=np.float32)
             probabilities[:, self.classes] = self.estimator.predict_proba(x)
             return self.estimator.predict(x).astype(np.int64), probabilities, None
         import torch
-
-        from hsicli.engine.train import centre_logits
 
         staged = {"staged": True} if self.pixel_stage is not None else {}
         probabilities = np.empty((rows.size, self.n_classes), dtype=np.float32)
@@ -176,7 +175,7 @@ class Classifier:
                     features.append(feats[torch.from_numpy(embed[sl]).to(self.device)].float().cpu().numpy())
                 else:
                     logits = self.model(x, **staged)
-                logits = centre_logits(self.spec.kind, logits)
+                logits = self.spec.kind.centre_logits(logits)
                 probabilities[sl] = torch.softmax(logits.float(), dim=1).cpu().numpy()
                 on_batch(min(start + self.batch_size, rows.size))
         embedded = np.concatenate(features) if features else None
@@ -233,7 +232,7 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str = API_COM
         raise UsageError(f"--pixels must be one of {', '.join(PIXEL_SETS)}, got {options.pixels!r}",
                          hint="all: the whole scene; labelled: pixels with a label; test: the split's test pixels")
     classifier = Classifier(checkpoint, options)
-    if options.amp and hasattr(classifier, "model") and not (options.init or options.finalize):
+    if options.amp and classifier.spec.kind.torch and not (options.init or options.finalize):
         from hsicli.models.precision import describe
 
         on_message(describe(classifier.model, classifier.device))
@@ -337,7 +336,7 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
         if rows.size == 0:
             probabilities = np.zeros((0, classifier.n_classes), dtype=np.float32)
             index = np.zeros(0, dtype=np.int64)
-        elif classifier.spec.kind == "segmenter":
+        elif classifier.spec.kind.dense:
             # Overlapping windows blended smoothly; each block reads the halo its windows need.
             probabilities = predict_windows(
                 classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,

@@ -30,14 +30,13 @@ from hsicli.about import __version__
 from hsicli.engine import budget, distributed, memory, preempt
 from hsicli.engine.segmentation import pseudo_label_record
 from hsicli.errors import HsiError, Interrupted, StoreError
+from hsicli.models.kinds import IGNORE, ModelKind
 from hsicli.models.registry import ModelSpec, architecture_args, stored_model_spec
 from hsicli.store.atomic import up_to_date
 from hsicli.store.checkpoint import Checkpoint, load_arrays, read_header, require_checkpoint, save_arrays
 from hsicli.store.record import SCHEDULES, RunRecord, TrainDefaults, flagged, validate, with_overrides
 from hsicli.store.provenance import API_COMMAND, describe_file, record
 from hsicli.store.scene import SceneStore, split_layer_path
-
-IGNORE = -1
 
 
 def _train_options() -> type:
@@ -272,10 +271,10 @@ def train(
         f"{data.train_y.size} training and {data.val_y.size} validation pixels"
     )
     started = time.perf_counter()
-    if spec.kind == "spectral":
+    if not spec.kind.torch:
         if not world.is_main:  # classical baselines fit on one process; the others have nothing to do
             return TrainResult(out, {"model": run.model}, main=False)
-        arrays, training = _fit_classical(spec.name, data, store, run, options)
+        arrays, training = _fit_classical(spec, data, store, run, options)
     else:
         try:
             with preempt.watch() as preemption, distributed.process_group(world, select_device(options.device)):
@@ -300,7 +299,7 @@ def train(
         inputs["init"] = describe_file(Path(run.init))
     metadata = {
         **recorded,
-        "model_kind": spec.kind,
+        "model_kind": spec.kind.name,
         "class_names": store.class_names,
         "class_colors": store.class_colors,
         "input": {
@@ -329,7 +328,7 @@ def train(
 # -- classical baselines ------------------------------------------------------------------------
 
 
-def _fit_classical(name, data: TrainingData, store, run: RunRecord, options: TrainOptions) -> tuple[dict, dict]:
+def _fit_classical(spec: ModelSpec, data: TrainingData, store, run: RunRecord, options: TrainOptions) -> tuple[dict, dict]:
     from hsicli.models.classical import estimator_to_arrays
     from hsicli.models.registry import create_model
 
@@ -338,7 +337,7 @@ def _fit_classical(name, data: TrainingData, store, run: RunRecord, options: Tra
     from threadpoolctl import threadpool_limits
 
     cube = data.cube
-    estimator = create_model(name, store.shape[2], store.n_classes, seed=run.seed, **run.model_args)
+    estimator = create_model(spec.name, store.shape[2], store.n_classes, seed=run.seed, **run.model_args)
     x_train = cube[data.train_rows, data.train_cols]
     # --threads bounds OpenMP/BLAS pools too (histogram boosting oversubscribes a busy machine).
     with threadpool_limits(limits=options.threads), warnings.catch_warnings():
@@ -352,7 +351,7 @@ def _fit_classical(name, data: TrainingData, store, run: RunRecord, options: Tra
     arrays, meta = estimator_to_arrays(estimator)
     history = [{"epoch": 1, "loss": None, "train_accuracy": train_acc, "val_accuracy": val_acc}]
     training = {"history": history, "best_epoch": 1, "best_val_accuracy": val_acc, "estimator": meta}
-    return {f"est.{k}": v for k, v in arrays.items()}, training
+    return {f"{spec.kind.tensors}.{k}": v for k, v in arrays.items()}, training
 
 
 # -- torch models -----------------------------------------------------------------------------
@@ -497,7 +496,7 @@ def _class_weights(run: RunRecord, y: np.ndarray, n_classes: int):
 class _Batches:
     """Turns pixel coordinates into model inputs for the model's kind."""
 
-    def __init__(self, kind: str, data: TrainingData, patch: int, augment: Augment | None):
+    def __init__(self, kind: ModelKind, data: TrainingData, patch: int, augment: Augment | None):
         self.kind = kind
         self.sampler = PatchSampler.from_cube(data.cube, patch)
         self.augment = augment
@@ -514,17 +513,9 @@ class _Batches:
     def targets(self, rows, cols, labels):
         import torch
 
-        if self.kind == "segmenter":
+        if self.kind.dense:
             return torch.from_numpy(window_targets(self.data.target_map, rows, cols, self.patch, IGNORE))
         return torch.from_numpy(np.asarray(labels, dtype=np.int64))
-
-
-def centre_logits(kind: str, logits):
-    """Logits of the centre pixel: segmenters output a whole window."""
-    if kind == "segmenter":
-        radius = logits.shape[-1] // 2
-        return logits[:, :, radius, radius]
-    return logits
 
 
 def evaluate_pixels(model, batches: _Batches, rows, cols, y, batch_size: int, device,
@@ -543,7 +534,7 @@ def evaluate_pixels(model, batches: _Batches, rows, cols, y, batch_size: int, de
             sl = slice(start, start + batch_size)
             x = batches.inputs(rows[sl], cols[sl]).to(device)
             with autocast():
-                logits = centre_logits(batches.kind, model(x))
+                logits = batches.kind.centre_logits(model(x))
             target = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
             loss += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
             correct += int((logits.argmax(1).cpu().numpy() == y[sl]).sum())
@@ -577,13 +568,13 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
     model = create_model(spec.name, store.shape[2], store.n_classes, **run.model_args).to(device)
     if run.init:
         arrays, _ = load_arrays(Path(run.init))
-        load_weights(model, arrays, "model.", Path(run.init))
+        load_weights(model, arrays, f"{spec.kind.tensors}.", Path(run.init))
     aux_bands = getattr(model, "aux_bands", 0)
     if aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
         from hsicli.engine.windows import scene_inputs
 
         data.cube = scene_inputs(store, aux_bands)
-    if spec.kind == "segmenter" and hyper.augment:
+    if spec.kind.dense and hyper.augment:
         raise HsiError("--augment turns input windows but not their targets", hint="drop --augment for segmenters")
     optimizer = build_optimizer(model.parameters(), hyper)
     weights = _class_weights(run, data.train_y, store.n_classes)
@@ -656,7 +647,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
             if average is not None:
                 average.update(model)
             total_loss += float(loss.detach()) * len(index)
-            correct += int((centre_logits(spec.kind, logits).argmax(1).cpu().numpy() == y).sum())
+            correct += int((spec.kind.centre_logits(logits).argmax(1).cpu().numpy() == y).sum())
             seen += len(index)
             steps += 1
             on_progress(steps, total_steps)
@@ -705,7 +696,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
     underfit = budget.underfit(history)
     if underfit:
         on_message(budget.underfit_message(underfit))
-    arrays = weights_to_arrays(best["weights"], "model.")
+    arrays = weights_to_arrays(best["weights"], f"{spec.kind.tensors}.")
     training = {
         "history": history,
         "best_epoch": best["epoch"],

@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 _SPECTRAL_EXTENT = 7
@@ -152,7 +153,7 @@ class A2S2KResNet(nn.Module):
 @register_model(
     "a2s2k",
     arguments=A2S2KResNet,
-    kind="patch",
+    kind=PATCH,
     paper="A2S2K-ResNet (Roy et al., IEEE TGRS 2021)",
     defaults=TrainDefaults(
         patch=9,

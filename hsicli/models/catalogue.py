@@ -49,14 +49,14 @@ def _count(name: str, bands: int, classes: int, patch: int | None, model_args: d
     spec = get_model_spec(name)
     size = patch or spec.defaults.patch
     parameters = macs = layer_macs = None
-    if spec.kind != "spectral":
+    if spec.kind.torch:
         check(spec, bands=bands, classes=classes, patch=size, model_args=model_args)
         model = create_model(name, bands, classes, **model_args).eval()
         parameters = count_parameters(model)
         channels = getattr(model, "input_channels", bands)  # HSIseg: bands + auxiliary bands
         counted = measure_macs(model, (channels, size, size))
         macs, layer_macs = counted.total, counted.layers
-    return {"name": name, "kind": spec.kind, "paper": spec.paper, "description": spec.description, "patch": size,
+    return {"name": name, "kind": spec.kind.name, "paper": spec.paper, "description": spec.description, "patch": size,
             "parameters": parameters, "macs": macs, "layer_macs": layer_macs, "defaults": spec.defaults.to_dict(),
             "arguments": model_arguments(spec)}
 

@@ -64,6 +64,7 @@ from torch import nn
 
 from hsicli.errors import InputError, UsageError
 from hsicli.models.precision import run_recurrent
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -603,7 +604,7 @@ class CLAReSNet(nn.Module):
 @register_model(
     "claresnet",
     arguments=CLAReSNet,
-    kind="patch",
+    kind=PATCH,
     paper="CLAReSNet (Bandyopadhyay et al.)",
     activations_per_input=1000,
     defaults=TrainDefaults(

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import SPECTRAL
 from hsicli.models.registry import TrainDefaults, register_model
 
 FORMAT = "hsicli.classical/1"
@@ -58,7 +59,7 @@ def _estimator(cls: type, settings: dict[str, Any], params: dict[str, Any]) -> A
 
 @register_model(
     "svm",
-    kind="spectral",
+    kind=SPECTRAL,
     paper="SVM, RBF kernel (CLAReSNet §II ref. [6], Melgani & Bruzzone 2004)",
     defaults=_SPECTRAL_DEFAULTS,
     arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
@@ -87,7 +88,7 @@ def svm(
 
 @register_model(
     "rf",
-    kind="spectral",
+    kind=SPECTRAL,
     paper="Random forest (CLAReSNet Tables III-IV baseline)",
     defaults=_SPECTRAL_DEFAULTS,
     arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
@@ -123,7 +124,7 @@ def rf(
 
 @register_model(
     "gboost",
-    kind="spectral",
+    kind=SPECTRAL,
     paper="Gradient boosting, stand-in for XGBoost (CLAReSNet Tables III-IV baseline)",
     defaults=_SPECTRAL_DEFAULTS,
     arguments={},  # the builder's own; other keywords are scikit-learn's, stored with the fitted estimator
@@ -203,7 +204,7 @@ class XGBoostClassifier:
 
 @register_model(
     "xgboost",
-    kind="spectral",
+    kind=SPECTRAL,
     paper="XGBoost (CLAReSNet Tables III-IV baseline)",
     defaults=_SPECTRAL_DEFAULTS,
     arguments={},  # the builder's own; other keywords are XGBoost's, stored with the booster

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 _SPECTRAL_EXTENT = 7
@@ -194,7 +195,7 @@ class ELS2T(nn.Module):
 @register_model(
     "els2t",
     arguments=ELS2T,
-    kind="patch",
+    kind=PATCH,
     paper="ELS2T (Zhang et al., IEEE TGRS 2023)",
     defaults=TrainDefaults(
         patch=9,

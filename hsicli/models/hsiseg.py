@@ -89,9 +89,9 @@ from torch import nn
 
 from hsicli.models.thresholds import adaptive_threshold
 from hsicli.errors import UsageError
+from hsicli.models.kinds import IGNORE, SEGMENTER
 from hsicli.models.registry import TrainDefaults, keyword_defaults, register_model
 
-IGNORE = -1  # the training engine's target for every pixel that is not a training pixel
 _PAPER_GRIDS = (12, 10, 8, 6, 4)
 _MIXERS = ("dsrt", "vit")
 _FUSIONS = ("cfi", "sum", "concat")
@@ -622,7 +622,7 @@ _PAPER = "HSIseg (Zhou et al.)"
 @register_model(
     "hsiseg",
     arguments=HSIseg,
-    kind="segmenter",
+    kind=SEGMENTER,
     paper=_PAPER,
     defaults=TrainDefaults(patch=33, optimizer="adam", lr=1e-3, batch_size=16, eval_batch_size=16, epochs=100),
     activations_per_input=1,
@@ -645,7 +645,7 @@ def _register_preset(key: str) -> None:
     register_model(
         f"hsiseg-{key}",
         arguments={**keyword_defaults(HSIseg), **preset},
-        kind="segmenter",
+        kind=SEGMENTER,
         paper=_PAPER,
         defaults=TrainDefaults(patch=PAPER_SETTINGS[key]["window"], optimizer="adam", lr=lr, batch_size=batch,
                                eval_batch_size=batch, epochs=epochs),

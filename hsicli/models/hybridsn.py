@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -116,7 +117,7 @@ class HybridSN(nn.Module):
 @register_model(
     "hybridsn",
     arguments=HybridSN,
-    kind="patch",
+    kind=PATCH,
     paper="HybridSN (Roy et al., IEEE GRSL 2020)",
     activations_per_input=18,
     activations_per_pixel=350,

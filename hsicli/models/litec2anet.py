@@ -93,6 +93,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError, UsageError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 _CPCA_KERNELS = (1, 3, 5, 7)
@@ -347,7 +348,7 @@ def _check_args(bands: int, classes: int, group_channels: int, sgri: Any, cpca: 
 @register_model(
     "litec2anet",
     arguments=LiteC2ANet,
-    kind="patch",
+    kind=PATCH,
     paper="Lite-C2ANet (Shi, Zhang)",
     activations_per_input=6,
     activations_per_pixel=90,

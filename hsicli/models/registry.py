@@ -3,12 +3,8 @@
 Each architecture lives in its own module and registers a builder with its paper's training
 protocol beside it; the registry imports them all on first use, so that it is complete.
 
-Contracts by kind:
-- "patch": torch module, input (B, T, P, P) float32 (bands first), output logits (B, C).
-  Models with an embedding expose `forward_features(x) -> (B, D)` and
-  `forward_head(features) -> (B, C)`; `forward` is their composition.
-- "segmenter": torch module, input (B, T, S, S), output logits (B, C, S, S).
-- "spectral": a classical estimator on centre spectra (B, T); see `hsicli.models.classical`.
+Each model is of a kind (`hsicli.models.kinds`: patch classifier, segmenter, classical
+estimator on spectra) that says what goes in and out of it.
 """
 
 from __future__ import annotations
@@ -23,13 +19,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import ModelKind, model_kind
 from hsicli.store.record import TrainDefaults  # noqa: F401  (models declare their protocol with it)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "patch" | "segmenter" | "spectral"
+    kind: ModelKind
     paper: str
     builder: Callable[..., Any]
     defaults: TrainDefaults = field(default_factory=TrainDefaults)
@@ -50,12 +47,6 @@ class ModelSpec:
     # change of a default here does not change what an existing checkpoint builds.
     arguments: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def reads_windows(self) -> bool:
-        """Patch classifiers and segmenters read a window centred on each pixel, so its size is odd
-        (data.patches.PatchSampler); classical models read the centre spectrum only."""
-        return self.kind != "spectral"
-
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -64,13 +55,11 @@ _REGISTRY: dict[str, ModelSpec] = {}
 STORED_CATALOGUE = Path(__file__).with_name("catalogue.json")
 STORED_FIELDS = ("adaptive", "takes_patch", "activations_per_input", "activations_per_pixel", "arguments")
 
-KINDS = ("patch", "segmenter", "spectral")
-
 
 def register_model(
     name: str,
     *,
-    kind: str,
+    kind: ModelKind,
     paper: str,
     defaults: TrainDefaults | None = None,
     adaptive: dict[str, Any] | None = None,
@@ -85,8 +74,8 @@ def register_model(
     passes `**args` on names where they are declared in `arguments`: the class (or function) it
     builds with, whose keyword defaults are read, or a dict of them (a preset; `{}` for a classical
     estimator, whose other arguments are its library's and are stored with its fitted state)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}")
+    if not isinstance(kind, ModelKind):
+        raise ValueError(f"model {name!r}: kind must be a ModelKind (hsicli.models.kinds), got {kind!r}")
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -133,7 +122,7 @@ def _json_values(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 # Modules of the package that are not architectures (every other one registers a model).
-_SUPPORT_MODULES = {"registry", "complexity", "catalogue", "layers", "precision", "thresholds"}
+_SUPPORT_MODULES = {"registry", "kinds", "complexity", "catalogue", "layers", "precision", "thresholds"}
 
 
 @functools.cache
@@ -146,9 +135,9 @@ def load_architectures() -> None:
             importlib.import_module(f"{package}.{info.name}")
 
 
-def list_models(kind: str | None = None) -> list[str]:
+def list_models(kind: ModelKind | None = None) -> list[str]:
     load_architectures()
-    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind is kind)
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -179,7 +168,7 @@ def stored_model_spec(name: str) -> ModelSpec:
     facts = _stored_facts().get(name)
     if facts is None:
         return get_model_spec(name)
-    return ModelSpec(name=name, kind=facts["kind"], paper=facts["paper"], description=facts["description"],
+    return ModelSpec(name=name, kind=model_kind(facts["kind"]), paper=facts["paper"], description=facts["description"],
                      builder=functools.partial(create_model, name), defaults=TrainDefaults.from_dict(facts["defaults"]),
                      **{key: facts[key] for key in STORED_FIELDS})
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -182,7 +183,7 @@ class SpectralFormer(nn.Module):
 @register_model(
     "spectralformer",
     arguments=SpectralFormer,
-    kind="patch",
+    kind=PATCH,
     paper="SpectralFormer (Hong et al., IEEE TGRS 2022)",
     activations_per_input=3,
     activations_per_pixel=10,

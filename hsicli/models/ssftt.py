@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -142,7 +143,7 @@ class SSFTT(nn.Module):
 @register_model(
     "ssftt",
     arguments=SSFTT,
-    kind="patch",
+    kind=PATCH,
     paper="SSFTT (Sun et al., IEEE TGRS 2022)",
     defaults=TrainDefaults(
         patch=13,

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
@@ -156,7 +157,7 @@ class SSRN(nn.Module):
 @register_model(
     "ssrn",
     arguments=SSRN,
-    kind="patch",
+    kind=PATCH,
     paper="SSRN (Zhong et al., IEEE TGRS 2018)",
     activations_per_input=110,
     activations_per_pixel=1500,
