@@ -205,7 +205,7 @@ def test_predict_tiles_give_the_whole_scene_patches(tmp_path, monkeypatch):
             self.checkpoint = SimpleNamespace(  # the fields of store.checkpoint.Checkpoint that predict reads
                 source_store=store.describe(), input=SimpleNamespace(transform_fingerprint=None),
                 record=RunRecord(model="fake"), provenance={}, class_names=["a", "b"],
-                class_colors=["#000000", "#ffffff"], split_fingerprint=None,
+                class_colors=["#000000", "#ffffff"], split_fingerprint=None, results={},
             )
 
         def rows_reader(self, read_rows):  # no per-pixel stage: patches of the cube itself
