@@ -17,9 +17,12 @@ Keys are `hsicli.data.splitting.SplitRequest` fields (ratio, val, per_class, spa
 ...), `hsicli.engine.train.TrainOptions` fields (model, patch, epochs, lr, ...) or pseudo-label
 settings (`rounds` N, `tau`, `zeta`, `include_eval`, `round_epochs`: `hsicli.api.PSEUDO_KEYS`);
 values are JSON (`5`, `0.01`, `"svm"`, `true`) or plain words. Each point is an ordinary
-idempotent run, so a rerun skips what is done. `--point I` runs point I only; `--slurm FILE` writes a SLURM array
-script whose task I runs `--point $SLURM_ARRAY_TASK_ID` (submit it with sbatch, then rerun this
-command without --slurm to list the predictions once the array is done).
+idempotent run, so a rerun skips what is done. `--predict KEY=VALUE` passes a
+`hsicli.engine.predict.PredictOptions` field to every point's prediction (`pixels=test`,
+`amp=true`: a heavy model is scored on the test pixels alone). `--point I` runs point I only;
+`--slurm FILE` writes a SLURM array script whose task I runs `--point $SLURM_ARRAY_TASK_ID`
+(submit it with sbatch, then rerun this command without --slurm to list the predictions once the
+array is done).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", action="append", default=[], type=lambda t: setting(t, True), help="KEY=V1,V2,...")
     parser.add_argument("--set", action="append", default=[], type=lambda t: setting(t, False), help="KEY=VALUE")
+    parser.add_argument("--predict", action="append", default=[], type=lambda t: setting(t, False),
+                        help="KEY=VALUE: a PredictOptions field for every prediction (pixels=test, amp=true)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (split and training)")
     parser.add_argument("--point", type=int, help="run this point only (0-based)")
     parser.add_argument("--slurm", type=Path, help="write a SLURM array script for the grid instead of running it")
@@ -72,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         print(args.slurm)
         return
     chosen = [points[args.point]] if args.point is not None else points
-    for path in dict.fromkeys(path for point in chosen for path in api.run_point(args.store, point, args.out)):
+    predict = dict(args.predict)
+    made = [path for point in chosen for path in api.run_point(args.store, point, args.out, **predict)]
+    for path in dict.fromkeys(made):
         print(path)
 
 

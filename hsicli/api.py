@@ -231,20 +231,25 @@ def sweep_points(grid: dict[str, Sequence[Any]], seeds: Sequence[int] = (0,), **
     return points
 
 
-def run_point(store: str | Path, point: SweepPoint, out: str | Path) -> list[Path]:
+def run_point(store: str | Path, point: SweepPoint, out: str | Path, **predict_options: Any) -> list[Path]:
     """Split, train and predict one sweep point into `out` (`RUN.safetensors`, `RUN.pred.zarr`, RUN
     its `run_label`), then run its pseudo-label rounds, if any (`api.pseudolabel` with
     `iterations`: `ROUNDS-roundK.safetensors` and `.pred.zarr`, ROUNDS its `rounds_label`). Each
     step reuses what an earlier identical run wrote, so a rerun does nothing. Returns the prediction
     stores, the trained model's then each round's that trained (a round that labels no pixel keeps
     the previous model), which `hsi evaluate` and `hsi plot sweep` read (rounds: `--x
-    training.pseudo_round`)."""
+    training.pseudo_round`). `predict_options` are `PredictOptions` fields for the trained model's
+    prediction (e.g. pixels="test", amp=True: a heavy model need not classify the whole scene to be
+    scored); rounds need it whole, as they label the pixels outside the split."""
+    rounds = {PSEUDO_KEYS[key]: value for key, value in point.pseudo.items()}
+    if rounds.get("iterations") and predict_options.get("pixels", "all") != "all":
+        raise UsageError(f"pseudo-label rounds label the whole scene; pixels={predict_options['pixels']!r} "
+                         "predicts only part of it", hint="drop the pixels prediction option for rounds")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layer = split(store, **point.split, seed=point.seed).path
     checkpoint = train(layer, **point.train, seed=point.seed, out=out / f"{point.run_label}.safetensors").path
-    predictions = [predict(checkpoint, out=out / f"{point.run_label}.pred.zarr").path]
-    rounds = {PSEUDO_KEYS[key]: value for key, value in point.pseudo.items()}
+    predictions = [predict(checkpoint, **predict_options, out=out / f"{point.run_label}.pred.zarr").path]
     if rounds.get("iterations"):
         made = pseudolabel(predictions[0], **rounds, out=out / point.rounds_label,
                            device=point.train.get("device", "auto"), threads=point.train.get("threads"))
@@ -253,8 +258,10 @@ def run_point(store: str | Path, point: SweepPoint, out: str | Path) -> list[Pat
 
 
 def sweep(store: str | Path, grid: dict[str, Sequence[Any]], *, out: str | Path, seeds: Sequence[int] = (0,),
-          **fixed: Any) -> list[Path]:
-    """Run every point of `sweep_points(grid, seeds, **fixed)` on `store`; the prediction stores,
-    without repeats (points with other numbers of rounds share their model and rounds)."""
-    made = [path for point in sweep_points(grid, seeds, **fixed) for path in run_point(store, point, out)]
+          predict_options: dict[str, Any] | None = None, **fixed: Any) -> list[Path]:
+    """Run every point of `sweep_points(grid, seeds, **fixed)` on `store`, predicting with the
+    `PredictOptions` fields in `predict_options`; the prediction stores, without repeats (points
+    with other numbers of rounds share their model and rounds)."""
+    made = [path for point in sweep_points(grid, seeds, **fixed)
+            for path in run_point(store, point, out, **(predict_options or {}))]
     return list(dict.fromkeys(made))

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -71,13 +72,17 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
 
     store = api.prep(synthetic_scene(height=12, width=10, bands=6, classes=3), out=tmp_path / "s.zarr").path
     grid = {"ratio": [0.2, 0.4], "model_args": [{"n_estimators": 5}]}
-    predictions = api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1, threads=1)
+    test_only = {"pixels": "test"}  # a heavy model's sweep need not classify the whole scene
+    predictions = api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1, threads=1,
+                            predict_options=test_only)
     assert [p.name for p in predictions] == [
         f"rf-model_args_n_estimators_5-ratio{r}-val0.1-s{s}.pred.zarr" for r in (0.2, 0.4) for s in (0, 1)]
     ratios = [PredictionStore.open(p).attrs for p in predictions]
     assert len({json.dumps(a, sort_keys=True, default=str) for a in ratios}) == 4  # four distinct runs
+    assert {a["pixel_set"] for a in ratios} == {"test"}
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
-    assert api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1) == predictions
+    assert api.sweep(store, grid, seeds=[0, 1], out=tmp_path / "runs", model="rf", val=0.1,
+                     predict_options=test_only) == predictions
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == written  # a rerun does nothing
 
     evaluation = api.evaluate(*predictions, out=tmp_path / "sweep.summary.json")  # not the working directory
@@ -91,7 +96,8 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
 
     # The same grid as a SLURM array: task I runs point I, here run as the array would (without sbatch).
     args = [str(store), "--out", str(tmp_path / "array"), "--grid", "ratio=0.2,0.4", "--seeds", "0,1",
-            "--set", "model=rf", "--set", "val=0.1", "--set", 'model_args={"n_estimators": 5}']
+            "--set", "model=rf", "--set", "val=0.1", "--set", 'model_args={"n_estimators": 5}',
+            "--predict", "pixels=test"]
     script = tmp_path / "sweep.sbatch"
     made = subprocess.run([sys.executable, str(ROOT / "examples" / "sweep.py"), *args, "--slurm", str(script)],
                           capture_output=True, text=True, env=ENV, timeout=120)
@@ -102,6 +108,7 @@ def test_sweep_runs_each_point_once_and_expands_to_a_slurm_array(synthetic_scene
                           env={**ENV, "SLURM_ARRAY_TASK_ID": "2"})
     assert task.returncode == 0, task.stderr
     assert task.stdout.strip() == str(tmp_path / "array" / "rf-model_args_n_estimators_5-ratio0.4-val0.1-s0.pred.zarr")
+    assert PredictionStore.open(Path(task.stdout.strip())).attrs["pixel_set"] == "test"
 
 
 def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_round(synthetic_scene, tmp_path):
@@ -109,6 +116,7 @@ def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_roun
     under the point's names; a rerun does nothing; `hsi evaluate` pools the seeds of each round; the
     driver's SLURM script lists the points and a task runs one."""
     from hsicli import api
+    from hsicli.errors import UsageError
     from hsicli.store.checkpoint import read_header
     from hsicli.store.prediction import PredictionStore
 
@@ -118,6 +126,8 @@ def test_a_rounds_point_runs_the_pseudo_label_loop_once_and_pools_seeds_per_roun
              "round_epochs": 1, "device": "cpu", "threads": 1}
     (point,) = api.sweep_points({}, seeds=[0], **fixed)
     assert point.pseudo == {"rounds": 2, "tau": 0.4, "round_epochs": 1} and "rounds" not in point.train
+    with pytest.raises(UsageError, match="whole scene"):  # rounds label the pixels a test-only prediction skips
+        api.run_point(store, point, tmp_path / "test-only", pixels="test")
     out = tmp_path / "runs"
     predictions = api.sweep(store, {}, seeds=[0, 1], out=out, **fixed)
     stem = "hsiseg-batch_size4-epochs2-model_args_dim_8_dropout_0.0_grids_3_2_heads_2-patch9-ratio0.3"

@@ -132,7 +132,7 @@ def make_scene(path: Path, height: int, width: int, geo: dict | None, seed: int 
 
 def make_prediction(folder: Path, store: SceneStore, truth: np.ndarray, *, model: str, patch: int, seed: int,
                     params: int, error: float, embeddings: bool = True, weights: bool = False,
-                    evaluated: bool = True, split: str = "s0") -> Path:
+                    evaluated: bool = True, split: str = "s0", model_args: dict | None = None) -> Path:
     """A checkpoint (history, hyper-parameters, `params` weights) and its prediction store."""
     rng = np.random.default_rng(seed * 100 + patch)
     epochs = 4
@@ -142,9 +142,9 @@ def make_prediction(folder: Path, store: SceneStore, truth: np.ndarray, *, model
         for entry in history:
             e = entry["epoch"]
             entry["loss_weights"] = {"alpha": 1.0 / e, "beta": 0.5, "gamma": 0.1 * e, "delta": 0.2}
-    name = f"{model}-p{patch}-s{seed}"
+    name = "-".join([model, *map(str, (model_args or {}).values()), f"p{patch}", f"s{seed}"])
     checkpoint = save_arrays(folder / f"{name}.safetensors", {"model.w": np.zeros(params, np.float32)}, {
-        "model": model, "class_names": NAMES, "class_colors": COLORS, "model_args": {},
+        "model": model, "class_names": NAMES, "class_colors": COLORS, "model_args": model_args or {},
         "training": {"history": history, "best_epoch": epochs, "split": "s0", "seed": seed,
                      "hyper": {"patch": patch}},
     })
@@ -483,12 +483,37 @@ def test_sweep_lines_are_means_over_seeds_per_patch(toy):
 
     with style():
         fig = sweep_figure(toy["preds"], PlotOptions(x="training.hyper.patch", metric="aa"))
-    line = fig.axes[0].lines[0]  # toyA: patches 5 and 7, two seeds each; the swept patch is no setup of its own
+    ax = fig.axes[0]
+    line = ax.lines[0]  # toyA: patches 5 and 7, two seeds each; the swept patch is no setup of its own
     records = [json.loads(p.read_text()) for p in toy["metrics"][:4]]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["toyA", "toyB"]
     assert list(line.get_xdata()) == [5, 7]
+    # The axes say what is swept and measured (not the model's name), and the patch ticks are the
+    # swept sizes themselves, never 5.5.
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("patch size (pixels)", "AA (%)")
+    assert ax.get_title() == "AA (mean ± std) against patch size (pixels)"
+    assert list(ax.get_xticks()) == [5, 7] and [t.get_text() for t in ax.get_xticklabels()] == ["5", "7"]
     np.testing.assert_allclose(line.get_ydata(), [100 * np.mean([r["aa"] for r in records[:2]]),
                                                   100 * np.mean([r["aa"] for r in records[2:]])])
+
+
+def test_sweep_over_words_puts_each_value_on_its_own_tick(toy, tmp_path):
+    from hsicli.plot.common import style
+    from hsicli.plot.metrics_figs import sweep_figure
+
+    store = SceneStore.open(toy["store"])
+    runs = [("lstm", 0, 0.10), ("lstm", 1, 0.30), ("gru", 0, 0.05)]
+    preds = [make_prediction(tmp_path, store, toy["truth"], model="toyR", patch=5, seed=seed, params=10, error=error,
+                             model_args={"rnn": rnn}) for rnn, seed, error in runs]
+    with style():
+        fig = sweep_figure(preds, PlotOptions(x="model_args.rnn"))
+    ax = fig.axes[0]
+    oa = [json.loads(p.with_name(p.name.replace(".pred.zarr", ".metrics.json")).read_text())["oa"] for p in preds]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["toyR"]  # one setup: the swept argument varies
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lstm", "gru"]  # in the order given, not sorted
+    assert list(ax.get_xticks()) == [0, 1] and list(ax.lines[0].get_xdata()) == [0, 1]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [100 * np.mean(oa[:2]), 100 * oa[2]])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("rnn (model argument)", "OA (%)")
 
 
 def test_sweep_keys_resolve_in_checkpoint_split_and_metrics(toy):

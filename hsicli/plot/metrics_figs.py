@@ -377,8 +377,38 @@ def _number(run: Run, key: str) -> float:
     return float(found)
 
 
+# What a swept setting means, by the last part of its key (`training.hyper.patch`, `params.ratio`).
+_SETTING_MEANINGS = {
+    "patch": "patch size (pixels)",
+    "ratio": "training fraction per class",
+    "per_class": "training pixels per class",
+    "val": "validation share per class",
+    "seed": "seed",
+    "epochs": "epochs",
+    "lr": "learning rate",
+    "weight_decay": "weight decay",
+    "batch_size": "batch size",
+    "pseudo_round": "pseudo-label round",
+    "group_channels": "bands per spectral group g_c",
+}
+# Up to this many swept values each get a tick; more span a range wide enough for whole-number ticks.
+_MAX_LISTED_TICKS = 12
+
+
+def setting_meaning(key: str) -> str:
+    """The axis label of a swept KEY: what it means, or the key itself when unknown."""
+    *parents, name = key.split(".")
+    if name in _SETTING_MEANINGS:
+        return _SETTING_MEANINGS[name]
+    return f"{name} (model argument)" if "model_args" in parents else key
+
+
 def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
-    """A metric against a recorded parameter: mean line and ± std band per setup over repeated runs."""
+    """A metric against a recorded parameter: mean line and ± std band per setup over repeated runs.
+
+    The x axis is labelled with what the parameter means; its ticks are the swept values when
+    there are few (a sweep over patches 5, 7, 9 shows exactly those, never 5.5), and one tick
+    per value, in the order the inputs first give them, for words ("lstm", "gru")."""
     if not options.x:
         raise UsageError("`hsi plot sweep` needs --x KEY, the parameter on the x axis",
                          hint="e.g. --x training.hyper.patch, --x params.ratio or --x training.seed")
@@ -393,7 +423,7 @@ def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     groups = _grouped(load_runs(inputs, "sweep", options.split), varied=options.x)
     xs = {id(run): run.lookup(options.x) for runs in groups.values() for run in runs}
     numeric = all(_is_number(x) for x in xs.values())
-    categories = sorted({str(x) for x in xs.values()}) if not numeric else []
+    categories = [] if numeric else list(dict.fromkeys(str(x) for x in xs.values()))
     position: Callable[[Any], float] = float if numeric else (lambda x: float(categories.index(str(x))))
     names = list(groups)
     width = 4.8
@@ -408,9 +438,13 @@ def sweep_figure(inputs: list[Path], options: PlotOptions) -> Figure:
         color = f"C{index % 10}"
         ax.plot(grid, means, "-o", color=color, markersize=3)
         ax.fill_between(grid, means - stds, means + stds, color=color, alpha=0.2, linewidth=0)
+    swept = sorted(set(xs.values())) if numeric else []
     if not numeric:
         ax.set_xticks(range(len(categories)), categories)
-    ax.set(xlabel=options.x, ylabel=label, title=f"{label.split(' ')[0]} against {options.x} (mean ± std)")
+    elif len(swept) <= _MAX_LISTED_TICKS:
+        ax.set_xticks(swept, [f"{x:g}" for x in swept])
+    meaning = setting_meaning(options.x)
+    ax.set(xlabel=meaning, ylabel=label, title=f"{label.split(' ')[0]} (mean ± std) against {meaning}")
     ax.grid(alpha=0.3, linewidth=0.5)
     figure_legend(fig, [Line2D([], [], color=f"C{i % 10}", marker="o", markersize=3) for i in range(len(names))],
                   names)
