@@ -330,3 +330,48 @@ def test_concurrent_layer_writers(store, tmp_path):
     np.testing.assert_array_equal(contested.data, _layer(contested.attrs["writer"], 99))
     assert not any(".tmp-" in p.name for p in (store.path / "splits").iterdir())
 
+
+
+# -- prediction stores --------------------------------------------------------------------------
+
+# Every attribute `hsi predict` writes (whole scene, `--pixels`, the sharded steps), each read back
+# through the PredictionStore property of its name: (how the stored JSON value reads back).
+PREDICTION_FIELDS = {
+    "shape": tuple, "class_names": list, "class_colors": list, "model": None, "checkpoint": None,
+    "scene_store": None, "split": None, "split_fingerprint": None, "labels": None, "training_setup": None,
+    "pixel_set": None, "request_key": None, "inference_seconds": None, "pixels": None, "shards": None,
+    "provenance": None, "complete": None,
+}
+
+
+def test_the_prediction_reader_reads_back_every_field_predict_writes(runner, base):
+    from hsicli.store.prediction import PredictionStore
+    from hsicli.store.provenance import file_sha256
+
+    folder = base
+    steps = [("predict", "m.safetensors", "--pixels", "labelled", "--out", "l.zarr")]
+    steps += [("predict", "m.safetensors", *step, "--out", "sharded.zarr")
+              for step in (["--init-shards"], ["--shard", "0/2"], ["--shard", "1/2"], ["--finalize"])]
+    for step in steps:
+        run = runner.run(step, folder)
+        assert run.code == 0, run.describe()
+    written = set()
+    for name in ("p.zarr", "l.zarr", "sharded.zarr"):
+        raw = json.loads((folder / name / "zarr.json").read_text())["attributes"]
+        prediction = PredictionStore.open(folder / name)
+        unread = set(raw) - set(PREDICTION_FIELDS) - {"hsi_schema", "kind"}
+        assert not unread, f"{name}: no typed property reads {sorted(unread)}"
+        for key, value in raw.items():
+            if key in PREDICTION_FIELDS:
+                convert = PREDICTION_FIELDS[key]
+                assert getattr(prediction, key) == (convert(value) if convert else value), key
+        written |= set(raw)
+        assert prediction.checkpoint_path == folder / "m.safetensors"
+        assert prediction.checkpoint_sha256 == file_sha256(folder / "m.safetensors")
+        assert prediction.scene_path == folder / "s.zarr"
+        assert prediction.scene_fingerprint == SceneStore.open(folder / "s.zarr").fingerprint
+        assert prediction.split == "a" and prediction.model == "svm" and prediction.complete
+        assert isinstance(prediction.training_setup, dict) and prediction.training_setup["model"] == "svm"
+    assert written - {"hsi_schema", "kind"} == set(PREDICTION_FIELDS)  # every field is written by one of them
+    assert PredictionStore.open(folder / "l.zarr").pixel_set == "labelled"
+    assert [shard["index"] for shard in PredictionStore.open(folder / "sharded.zarr").shards] == [0, 1]

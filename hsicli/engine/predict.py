@@ -266,11 +266,11 @@ def predict(checkpoint: Path, options: PredictOptions, *, command: str = API_COM
     if steps:
         return _sharded_step(out, attrs, classifier, store, selection, options, command, on_progress, on_message)
     def request_key(path: Path) -> str | None:
-        return PredictionStore.open(path).attrs.get("request_key")
+        return PredictionStore.open(path).request_key
 
     def reused() -> PredictResult:
         on_message(f"{out} is up to date (same checkpoint, scene and options)")
-        return PredictResult(out, {"inference_seconds": PredictionStore.open(out).attrs.get("inference_seconds")})
+        return PredictResult(out, {"inference_seconds": PredictionStore.open(out).inference_seconds})
 
     if up_to_date(out, key, request_key, options.overwrite):
         return reused()
@@ -375,7 +375,7 @@ def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, stor
     height, width, _ = store.shape
     key = attrs["request_key"]
     if options.init:
-        if up_to_date(out, key, lambda p: PredictionStore.open(p, allow_incomplete=True).attrs.get("request_key"),
+        if up_to_date(out, key, lambda p: PredictionStore.open(p, allow_incomplete=True).request_key,
                       options.overwrite):
             on_message(f"{out} is already initialised for this checkpoint, scene and options")
             return PredictResult(out, {"complete": PredictionStore.open(out, allow_incomplete=True).complete})
@@ -389,7 +389,7 @@ def _sharded_step(out: Path, attrs: dict[str, Any], classifier: Classifier, stor
         raise StoreError(f"prediction store {out} does not exist",
                          hint="create it first with `hsi predict CHECKPOINT --init-shards` (same options)")
     prediction = PredictionStore.open(out, allow_incomplete=True)
-    if prediction.attrs.get("request_key") != key:
+    if prediction.request_key != key:
         raise StoreError(f"{out} was initialised for another checkpoint, scene or options",
                          hint="give the checkpoint and options of `--init-shards`, or start over with `--init-shards --overwrite`")
     if prediction.complete:  # a requeued task or a second finalize: nothing left to do

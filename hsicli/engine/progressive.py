@@ -94,7 +94,7 @@ def progressive(
     current = Path(prediction)
 
     def checkpoint_of(prediction_store: Path) -> Path:
-        return Path((PredictionStore.open(prediction_store).attrs.get("checkpoint") or {}).get("path", ""))
+        return PredictionStore.open(prediction_store).checkpoint_path or Path()
 
     if checkpoint_of(current).is_file():  # a round that labels nothing keeps it as it is: refuse NaN weights first
         load_arrays(checkpoint_of(current))
@@ -126,8 +126,7 @@ def progressive(
         model = Checkpoint.open(trained.path)
         store = SceneStore.open(Path(model.source_store["path"]))
         existing = default_prediction_path(trained.path, store, True)
-        if existing.exists() and (PredictionStore.open(existing).attrs.get("checkpoint") or {}).get(
-                "sha256") == file_sha256(trained.path):
+        if existing.exists() and PredictionStore.open(existing).checkpoint_sha256 == file_sha256(trained.path):
             on_message(f"{existing} is up to date")
             current = existing
         else:

@@ -128,10 +128,10 @@ def round_tau(tau: float, zeta: float, round_number: int) -> float:
     return tau + zeta * (round_number - 1)
 
 
-def default_layer_name(prediction_attrs: dict[str, Any], round_number: int) -> str:
+def default_layer_name(checkpoint_sha256: str | None, round_number: int) -> str:
     """`pseudoK-<8 hex of the source checkpoint>`: one name per (model, round), short enough to
     sit inside the checkpoint names of later rounds, and stable, so a re-run is a no-op."""
-    digest = (prediction_attrs.get("checkpoint") or {}).get("sha256") or "unknown"
+    digest = checkpoint_sha256 or "unknown"
     return f"pseudo{round_number}-{digest[:8]}"
 
 
@@ -144,8 +144,8 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
 
     tau = round_tau(options.tau, options.zeta, options.round)
     pred = PredictionStore.open(Path(prediction))
-    if pred.attrs.get("pixel_set", "all") != "all":  # its unclassified pixels would skew μ and σ
-        raise StoreError(f"{pred.path} classifies only the {pred.attrs['pixel_set']} pixels; pseudo-labels "
+    if pred.pixel_set != "all":  # its unclassified pixels would skew μ and σ
+        raise StoreError(f"{pred.path} classifies only the {pred.pixel_set} pixels; pseudo-labels "
                          "need every pixel's probabilities", hint="predict again with --pixels all")
     probabilities = pred.probabilities()
     if probabilities is None:
@@ -155,9 +155,8 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
     if non_finite:  # a threshold over NaN is NaN, and every comparison with it is false
         raise StoreError(f"{pred.path} holds {non_finite} non-finite class probabilities (NaN or inf)",
                          hint="the model that made it is damaged; train and predict again")
-    source = pred.attrs.get("scene_store") or {}
-    store = SceneStore.open(Path(source.get("path", "")))
-    if source.get("fingerprint") != store.fingerprint:
+    store = SceneStore.open(pred.scene_path or Path())
+    if pred.scene_fingerprint != store.fingerprint:
         raise StoreError(f"the scene store {store.path} changed since {pred.path.name} was predicted",
                          hint="predict the scene again")
     if probabilities.shape != (*store.shape[:2], store.n_classes):
@@ -166,7 +165,7 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
             f"{store.shape[0]} × {store.shape[1]} with {store.n_classes} classes",
             hint="pseudo-label a prediction of this scene",
         )
-    split_name = pred.attrs.get("split")
+    split_name = pred.split
     if not split_name:
         raise StoreError(f"{pred.path} does not name the split its model was trained on",
                          hint="pseudo-label a prediction made by `hsi predict` from a trained checkpoint")
@@ -175,7 +174,7 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
     train_labels = np.where((split == TRAIN) & (gt > 0), gt, 0)
     evaluation = (split == VAL) | (split == TEST)
     layer = pseudo_layer(probabilities, train_labels, evaluation, tau=tau, include_eval=options.include_eval)
-    name = options.name or default_layer_name(pred.attrs, options.round)
+    name = options.name or default_layer_name(pred.checkpoint_sha256, options.round)
     attrs = {
         **layer.record,
         "kind": "pseudo-labels",
@@ -184,11 +183,11 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
         "zeta": options.zeta,
         "split": split_name,
         "source_prediction": str(pred.path.absolute()),
-        "source_checkpoint": (pred.attrs.get("checkpoint") or {}).get("path"),
-        "model": pred.attrs.get("model"),
+        "source_checkpoint": (pred.checkpoint or {}).get("path"),
+        "model": pred.model,
         "class_names": store.class_names,
         "provenance": provenance(command, {"prediction": {**pred.as_input(),
-                                                           "checkpoint": pred.attrs.get("checkpoint")}}),
+                                                           "checkpoint": pred.checkpoint}}),
     }
     path = store.add_layer("labels", name, layer.labels, attrs)
     return PseudolabelResult(path, name, {**layer.record, "round": options.round, "tau_base": options.tau,

@@ -61,7 +61,7 @@ def tsne_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     ax.set_yticks([])
     ax.spines[:].set_visible(False)
     ax.set_aspect("equal", adjustable="datalim")
-    model = prediction.attrs.get("model") or "model"
+    model = prediction.model or "model"
     ax.set_title(f"t-SNE of {model} embeddings ({len(keep):,} labelled pixels)")
     present = np.unique(classes)
     handles = [Line2D([], [], marker="o", linestyle="none", color=colors[k], markersize=4) for k in present]

@@ -65,8 +65,9 @@ class Source:
         return self.scene_store or self.prediction.scene()
 
     @property
-    def attrs(self) -> dict:
-        return self.prediction.attrs if self.prediction is not None else self.store.attrs
+    def artifact(self) -> PredictionStore | SceneStore:
+        """The prediction when there is one, else the scene store: whose classes and extent are drawn."""
+        return self.prediction if self.prediction is not None else self.store
 
     @property
     def path(self) -> Path:
@@ -75,15 +76,15 @@ class Source:
     @property
     def names(self) -> list[str]:
         """Class names; those the prediction's split dropped (--min-pixels) say so."""
-        names = list(self.attrs["class_names"])
+        names = self.artifact.class_names
         if self.prediction is not None:
-            for cls in dropped_classes(self.store, self.prediction.attrs.get("split")):
+            for cls in dropped_classes(self.store, self.prediction.split):
                 names[cls - 1] += " (dropped)"
         return names
 
     @property
     def colors(self) -> list[str]:
-        return list(self.attrs["class_colors"])
+        return self.artifact.class_colors
 
     @cached_property
     def palette(self) -> np.ndarray:
@@ -92,7 +93,7 @@ class Source:
     @property
     def code_names(self) -> dict[int, str]:
         """Class code (1..C; 0 is unlabelled or masked) → class name."""
-        return dict(enumerate(self.attrs["class_names"], start=1))
+        return dict(enumerate(self.artifact.class_names, start=1))
 
     @cached_property
     def gt(self) -> np.ndarray:
@@ -100,7 +101,7 @@ class Source:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.attrs["shape"][:2])
+        return self.artifact.shape[:2]
 
     def classes(self, masked: bool) -> np.ndarray:
         classes = self.prediction.classes()
@@ -206,7 +207,7 @@ def _split_layer(source: Source, options: PlotOptions):
     if source.layer_kind == "labels":
         raise UsageError(f"{source.store.path}/labels/{source.layer_name} is a pseudo-label layer, not a split",
                          hint="use `hsi plot pseudo` for label layers")
-    name = source.layer_name or options.split or (source.prediction.attrs.get("split") if source.prediction else None)
+    name = source.layer_name or options.split or (source.prediction.split if source.prediction else None)
     if name is None:
         names = source.store.layer_names("splits")
         if len(names) != 1:
@@ -299,12 +300,11 @@ def grid_figure(inputs: list[Path], options: PlotOptions) -> Figure:
     """Ground truth, then each prediction's map: the papers' method-comparison figures."""
     predictions = [open_prediction(Path(p), "grid") for p in inputs]
     first = predictions[0]
-    scene = first.attrs.get("scene_store", {}).get("fingerprint")
     for other in predictions[1:]:
-        if other.attrs.get("scene_store", {}).get("fingerprint") != scene:
+        if other.scene_fingerprint != first.scene_fingerprint:
             raise UsageError(f"{other.path} predicts another scene than {first.path}",
                              hint="set side by side only predictions of the same scene store")
-        if other.attrs.get("class_names") != first.attrs.get("class_names"):
+        if other.class_names != first.class_names:
             raise UsageError(f"{other.path} has other classes than {first.path}",
                              hint="set side by side only predictions with the same classes")
     source = Source(first, None)
@@ -319,7 +319,7 @@ def _map_title(prediction: PredictionStore) -> str:
     """The model's name, and its OA when `hsi evaluate` has recorded one beside the prediction."""
     from hsicli.store.evaluation import metrics_path
 
-    title = prediction.attrs.get("model") or prediction.path.name
+    title = prediction.model or prediction.path.name
     oa = _recorded_oa(metrics_path(prediction.path), prediction.path)
     return title if oa is None else f"{title}\nOA {100 * oa:.2f}%"
 

@@ -84,15 +84,20 @@ class Run:
     prediction_path: Path | None
 
     @cached_property
-    def prediction_attrs(self) -> dict[str, Any]:
+    def prediction(self) -> PredictionStore | None:
         if self.prediction_path is None or not self.prediction_path.exists():
-            return {}
-        return PredictionStore.open(self.prediction_path).attrs
+            return None
+        return PredictionStore.open(self.prediction_path)
+
+    @property
+    def prediction_attrs(self) -> dict[str, Any]:
+        """Everything the prediction recorded, by name (what `lookup` searches)."""
+        return self.prediction.attrs if self.prediction is not None else {}
 
     @cached_property
     def checkpoint_path(self) -> Path | None:
-        path = (self.prediction_attrs.get("checkpoint") or {}).get("path")
-        return Path(path) if path and Path(path).is_file() else None
+        path = self.prediction.checkpoint_path if self.prediction is not None else None
+        return path if path is not None and path.is_file() else None
 
     @cached_property
     def checkpoint_meta(self) -> dict[str, Any]:
@@ -102,18 +107,19 @@ class Run:
 
     @cached_property
     def split_attrs(self) -> dict[str, Any]:
-        store_path = (self.prediction_attrs.get("scene_store") or {}).get("path")
-        split = self.metrics.get("split") or self.prediction_attrs.get("split")
-        if not store_path or not split:
+        store_path = self.prediction.scene_path if self.prediction is not None else None
+        split = self.metrics.get("split") or (self.prediction.split if self.prediction is not None else None)
+        if store_path is None or not split:
             return {}
         try:
-            return SceneStore.open(Path(store_path)).layer_attrs("splits", split)
+            return SceneStore.open(store_path).layer_attrs("splits", split)
         except HsiError:
             return {}
 
     @property
     def model(self) -> str:
-        return str(self.metrics.get("model") or self.prediction_attrs.get("model") or "model")
+        return str(self.metrics.get("model") or (self.prediction.model if self.prediction is not None else None)
+                   or "model")
 
     def value(self, metric: str) -> float:
         value = self.metrics.get(metric)

@@ -42,11 +42,11 @@ class RunGroup:
 def test_pixels(prediction: PredictionStore, split: str | None = None) -> tuple[SceneStore, str, np.ndarray]:
     """(scene store, split name, mask of the labelled test pixels) a prediction is judged on."""
     store = prediction.scene()
-    split_name = split or prediction.attrs.get("split")
+    split_name = split or prediction.split
     if not split_name:
         raise HsiError(f"{prediction.path} records no split to evaluate on", hint="choose one with --split")
     test = labelled_test_mask(
-        store, split_name, prediction.attrs.get("split_fingerprint") if split is None else None,
+        store, split_name, prediction.split_fingerprint if split is None else None,
         f"{prediction.path.name}'s model",
         hint="predict again with a model trained on this split, or name another split with --split",
     )
@@ -86,8 +86,8 @@ def evaluate_prediction(prediction_path: Path, split: str | None = None) -> dict
     metrics.update(
         prediction=str(prediction.path.absolute()),
         split=split_name,
-        model=prediction.attrs.get("model"),
-        inference_seconds=prediction.attrs.get("inference_seconds"),
+        model=prediction.model,
+        inference_seconds=prediction.inference_seconds,
         setup=run_setup(prediction, store, split_name),
     )
     return metrics
@@ -97,7 +97,7 @@ def run_setup(prediction: PredictionStore, store: SceneStore, split_name: str) -
     """What makes a run comparable with another: model and training settings, scene, split protocol."""
     training = _training_setup(prediction)
     return {
-        "model": prediction.attrs.get("model"),
+        "model": prediction.model,
         "training": None if training is None else {k: v for k, v in training.items() if k != "model"},
         "scene": store.fingerprint,
         "protocol": split_protocol(store, split_name),
@@ -107,12 +107,10 @@ def run_setup(prediction: PredictionStore, store: SceneStore, split_name: str) -
 def _training_setup(prediction: PredictionStore) -> dict[str, Any] | None:
     """Recorded by `hsi predict`; for older stores read from their checkpoint when it is unchanged;
     None when unknown (such runs pool only with runs of unknown settings of the same model)."""
-    recorded = prediction.attrs.get("training_setup")
-    if isinstance(recorded, dict):
-        return recorded
-    checkpoint = prediction.attrs.get("checkpoint") or {}
-    path = Path(checkpoint["path"]) if isinstance(checkpoint.get("path"), str) else None
-    if path is not None and path.is_file() and file_sha256(path) == checkpoint.get("sha256"):
+    if prediction.training_setup is not None:
+        return prediction.training_setup
+    path = prediction.checkpoint_path
+    if path is not None and path.is_file() and file_sha256(path) == prediction.checkpoint_sha256:
         metadata = read_header(path)[1]
         return training_setup(RunRecord.from_metadata(metadata), metadata.get("provenance"),
                               (metadata.get("training") or {}).get("pseudo_labels"))

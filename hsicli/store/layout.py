@@ -20,6 +20,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -78,6 +79,29 @@ def node_attributes(folder: Path) -> dict:
             return {}
     attributes = document.get("attributes") if isinstance(document, dict) else None
     return attributes if isinstance(attributes, dict) else {}
+
+
+class ClassTable:
+    """The extent and classes every store records (checked against its arrays when it is opened),
+    read from its attributes `attrs`."""
+
+    attrs: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.attrs["shape"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+    @property
+    def class_colors(self) -> list[str]:
+        return list(self.attrs["class_colors"])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.attrs["class_names"])
 
 
 def what_is(path: Path) -> str:

@@ -26,7 +26,7 @@ import zarr
 
 from hsicli.errors import StoreError
 from hsicli.store.atomic import atomic_path
-from hsicli.store.layout import PREDICTION_HINT, check_labels, check_prediction, reading
+from hsicli.store.layout import PREDICTION_HINT, ClassTable, check_labels, check_prediction, reading
 from hsicli.store.scene import SCHEMA, TILE, _open_group
 
 ROW_BLOCK = TILE  # rows per written block = the chunk height, so blocks never share a chunk
@@ -53,7 +53,11 @@ class PredictionWriter:
         self._group.attrs.update(attrs)
 
 
-class PredictionStore:
+class PredictionStore(ClassTable):
+    """A prediction store opened for reading. What `hsi predict` recorded is read through the typed
+    properties below; `attrs` stays the raw mapping for what looks keys up by name (`hsi plot
+    sweep --x KEY`)."""
+
     def __init__(self, path: Path, group, attrs: dict[str, Any]):
         self.path = Path(path)
         self._group = group
@@ -96,6 +100,84 @@ class PredictionStore:
             )
         return cls(Path(path), group, attrs)
 
+    # -- what `hsi predict` recorded ----------------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        return self.attrs.get("model")
+
+    @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint file predicted with, as provenance records a file (path, sha256)."""
+        return self.attrs.get("checkpoint")
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return _recorded_path(self.checkpoint)
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return (self.checkpoint or {}).get("sha256")
+
+    @property
+    def scene_store(self) -> dict[str, Any] | None:
+        """The scene store predicted, as it describes itself (path, fingerprint)."""
+        return self.attrs.get("scene_store")
+
+    @property
+    def scene_path(self) -> Path | None:
+        return _recorded_path(self.scene_store)
+
+    @property
+    def scene_fingerprint(self) -> str | None:
+        return (self.scene_store or {}).get("fingerprint")
+
+    @property
+    def split(self) -> str | None:
+        """The split the model was trained on, whose test pixels evaluate it."""
+        return self.attrs.get("split")
+
+    @property
+    def split_fingerprint(self) -> str | None:
+        return self.attrs.get("split_fingerprint")
+
+    @property
+    def labels(self) -> str | None:
+        """The pseudo-label layer the model was trained on, if any."""
+        return self.attrs.get("labels")
+
+    @property
+    def training_setup(self) -> dict[str, Any] | None:
+        """The run's setup (hsicli.store.checkpoint.training_setup); None in stores older than it."""
+        recorded = self.attrs.get("training_setup")
+        return recorded if isinstance(recorded, dict) else None
+
+    @property
+    def pixel_set(self) -> str:
+        """Which pixels were classified: all (stores made before `--pixels` have every one), labelled, test."""
+        return self.attrs.get("pixel_set", "all")
+
+    @property
+    def request_key(self) -> str | None:
+        return self.attrs.get("request_key")
+
+    @property
+    def inference_seconds(self) -> float | None:
+        return self.attrs.get("inference_seconds")
+
+    @property
+    def pixels(self) -> int | None:
+        return self.attrs.get("pixels")
+
+    @property
+    def shards(self) -> list[dict[str, Any]] | None:
+        """Each shard's rows, time and host, for a sharded prediction."""
+        return self.attrs.get("shards")
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self.attrs.get("provenance")
+
     @property
     def complete(self) -> bool:
         return self.attrs.get("complete", True)
@@ -109,11 +191,10 @@ class PredictionStore:
         """The scene store this prediction was made from, unchanged since."""
         from hsicli.store.scene import SceneStore
 
-        recorded = self.attrs.get("scene_store") or {}
-        if not recorded.get("path"):
+        if self.scene_path is None:
             raise StoreError(f"{self.path} records no scene store", hint="predict again with `hsi predict`")
-        store = SceneStore.open(Path(recorded["path"]))
-        if store.fingerprint != recorded.get("fingerprint"):
+        store = SceneStore.open(self.scene_path)
+        if store.fingerprint != self.scene_fingerprint:
             raise StoreError(
                 f"the scene store {store.path} changed since {self.path.name} was predicted",
                 hint="predict again from the checkpoint",
@@ -123,15 +204,14 @@ class PredictionStore:
     def as_input(self) -> dict[str, Any]:
         """How provenance records this prediction as an input: its path and the key it was made
         from (checkpoint content, scene fingerprint, options)."""
-        return {"path": str(self.path.absolute()), "fingerprint": self.attrs.get("request_key")}
+        return {"path": str(self.path.absolute()), "fingerprint": self.request_key}
 
     def _read(self, name: str) -> np.ndarray:
         with reading(self.path, name, PREDICTION_HINT):
             return self._group[name][...]
 
     def classes(self) -> np.ndarray:
-        return check_labels(self._read("classes"), len(self.attrs["class_names"]), self.path, "classes",
-                            PREDICTION_HINT)
+        return check_labels(self._read("classes"), self.n_classes, self.path, "classes", PREDICTION_HINT)
 
     def entropy(self) -> np.ndarray:
         return self._read("entropy")
@@ -148,15 +228,21 @@ class PredictionStore:
         return {
             "kind": "prediction",
             "path": str(self.path.absolute()),
-            "shape": self.attrs.get("shape"),
-            "model": self.attrs.get("model"),
-            "checkpoint": (self.attrs.get("checkpoint") or {}).get("path"),
-            "scene_store": (self.attrs.get("scene_store") or {}).get("path"),
-            "split": self.attrs.get("split"),
-            "classes": self.attrs.get("class_names"),
+            "shape": list(self.shape),
+            "model": self.model,
+            "checkpoint": (self.checkpoint or {}).get("path"),
+            "scene_store": (self.scene_store or {}).get("path"),
+            "split": self.split,
+            "classes": self.class_names,
             "probabilities": "probabilities" in self._group,
             "embeddings": "embeddings" in self._group,
-            "inference_seconds": self.attrs.get("inference_seconds"),
+            "inference_seconds": self.inference_seconds,
             "complete": self.complete,
-            "provenance": self.attrs.get("provenance"),
+            "provenance": self.provenance,
         }
+
+
+def _recorded_path(described: dict[str, Any] | None) -> Path | None:
+    """The path in a file's or store's recorded description (provenance's form), if it has one."""
+    path = (described or {}).get("path")
+    return Path(path) if isinstance(path, str) and path else None

@@ -28,8 +28,8 @@ import zarr
 
 from hsicli.errors import OutputExistsError, StoreError
 from hsicli.store.atomic import atomic_path, write_lock
-from hsicli.store.layout import (LAYER_HINT, SCENE_HINT, check_labels, check_layer, check_scene, node_attributes,
-                                 open_array, open_group, reading)
+from hsicli.store.layout import (LAYER_HINT, SCENE_HINT, ClassTable, check_labels, check_layer, check_scene,
+                                 node_attributes, open_array, open_group, reading)
 from hsicli.store.names import LAYER_KINDS, RULE, layer_entries, name_problem, split_layer_path  # noqa: F401
 from hsicli.store.provenance import arrays_fingerprint, check_schema, now
 
@@ -89,7 +89,7 @@ class Layer:
     attrs: dict[str, Any]
 
 
-class SceneStore:
+class SceneStore(ClassTable):
     """A scene store opened for reading; layers can be added (each written once)."""
 
     def __init__(self, path: Path, group, attrs: dict[str, Any]):
@@ -157,22 +157,6 @@ class SceneStore:
         return cls(store_path, group, attrs)
 
     # -- reading --------------------------------------------------------------------------
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.attrs["shape"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.attrs["class_names"])
-
-    @property
-    def class_colors(self) -> list[str]:
-        return list(self.attrs["class_colors"])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.attrs["class_names"])
 
     @property
     def fingerprint(self) -> str:
