@@ -340,7 +340,7 @@ class _OldHookCount(TorchFunctionMode):
 def test_every_model_counts_at_least_the_old_hooks(name: str) -> None:
     spec = get_model_spec(name)
     model = create_model(name, 30, 16).eval()
-    shape = (getattr(model, "input_channels", 30), spec.defaults.patch, spec.defaults.patch)
+    shape = (30 + model.aux_bands, spec.defaults.patch, spec.defaults.patch)
     old = _OldHookCount(model)
     with old:  # both counters watch the same forward pass
         counts = measure_macs(model, shape)

@@ -1,6 +1,7 @@
 """Every registered model, one test each (timm style, issue 18): built from the registry with its
 stored arguments, the parameter count `hsi models` prints, output shapes, the same weights under
-one seed, the checkpoint round trip, and one epoch of `hsi train --amp` on a tiny scene."""
+one seed, the checkpoint round trip, the model contract's hooks, and one epoch of
+`hsi train --amp` on a tiny scene."""
 
 from __future__ import annotations
 
@@ -55,6 +56,91 @@ def test_model_builds_counts_runs_and_round_trips(name, tmp_path):
     load_weights(restored, load_arrays(path)[0], "model.", path)
     with torch.no_grad():
         torch.testing.assert_close(restored(x), out)
+
+
+@pytest.mark.parametrize("name", TORCH_MODELS)
+def test_model_keeps_the_contract(name):
+    """Every torch model is a `TorchModel` (hsicli.models.contract) and each hook keeps its promise:
+    the embedding composes to the logits, the pixel stage's output gives the raw windows' logits,
+    the training loss is a finite scalar that backpropagates, the history extras are JSON."""
+    import torch
+
+    from hsicli.models.contract import TorchModel
+    from hsicli.models.kinds import IGNORE
+
+    torch.set_num_threads(1)
+    model, spec = build(name)
+    assert isinstance(model, TorchModel)
+    assert isinstance(model.aux_bands, int) and model.aux_bands >= 0
+    patch, classes = spec.defaults.patch, CATALOGUE["classes"]
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, CATALOGUE["bands"] + model.aux_bands, patch, patch, generator=generator)
+    with torch.no_grad():
+        logits = model(x)
+        if model.has_embedding:
+            features = model.forward_features(x)
+            assert features.ndim == 2 and features.shape[0] == 3
+            torch.testing.assert_close(model.forward_head(features), logits)
+        if model.pixel_stage is not None:
+            # The stage sees one pixel at a time: its output over a window is the window of its output.
+            torch.testing.assert_close(model(model.pixel_stage(x), staged=True), logits, rtol=1e-5, atol=1e-5)
+    out = model.train()(x)
+    target = torch.randint(classes, out.shape[:1] + out.shape[2:], generator=generator)
+    target[0] = IGNORE  # a sample (or a whole window) without training pixels
+    for class_weights in (None, torch.rand(classes, generator=generator) + 0.5):
+        loss = model.training_loss(out, target, class_weights)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    json.dumps(model.history_extras())
+
+
+def test_the_contract_defaults():
+    """A model that defines only `forward` has no embedding, pixel stage, auxiliary bands or history
+    extras, and trains on the engine's class-weighted cross-entropy that ignores IGNORE."""
+    import torch
+
+    from hsicli.models.contract import TorchModel
+    from hsicli.models.kinds import IGNORE
+
+    class Plain(TorchModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    model = Plain()
+    assert (model.has_embedding, model.pixel_stage, model.aux_bands, model.history_extras()) == (False, None, 0, {})
+    with pytest.raises(NotImplementedError, match="Plain has no embedding"):
+        model.forward_features(torch.zeros(1, 4))
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    target = torch.tensor([0, 2, IGNORE, 1, 2])
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    expected = torch.nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)(logits.float(), target)
+    torch.testing.assert_close(model.training_loss(logits, target, weights), expected)
+    torch.testing.assert_close(model.training_loss(logits, target), torch.nn.functional.cross_entropy(
+        logits.float()[[0, 1, 3, 4]], target[[0, 1, 3, 4]]))
+
+
+def test_the_engine_asks_models_through_the_contract_only():
+    """No getattr / hasattr probing a model in the engine or the catalogue: what they may ask of a
+    model is declared in hsicli.models.contract, and they call it directly."""
+    import ast
+    from pathlib import Path
+
+    import hsicli
+
+    package = Path(hsicli.__file__).parent
+    probes = [
+        f"{path.relative_to(package)}:{node.lineno}: {ast.unparse(node)}"
+        for path in [*sorted((package / "engine").glob("*.py")), package / "models" / "catalogue.py"]
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+        and node.args and "model" in ast.unparse(node.args[0])
+    ]
+    assert not probes, "\n".join(probes)
 
 
 @pytest.mark.parametrize("name", list_models())

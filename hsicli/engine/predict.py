@@ -123,8 +123,8 @@ class Classifier:
             self.model = create_model(self.spec.name, self.bands, self.n_classes, **record.model_args)
             load_weights(self.model, arrays, prefix, self.path)
             self.model.to(self.device).eval()
-            self.pixel_stage = getattr(self.model, "pixel_stage", None)
-        if options.embeddings and not hasattr(getattr(self, "model", None), "forward_features"):
+            self.pixel_stage = self.model.pixel_stage
+        if options.embeddings and not (self.spec.kind.torch and self.model.has_embedding):
             raise HsiError(f"model {self.spec.name} has no embedding to export", hint="drop --embeddings")
 
     def _autocast(self):
@@ -324,7 +324,6 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
     and features) when the classifier exports them."""
     height, width, _ = store.shape
     gt = store.gt()
-    aux_bands = getattr(getattr(classifier, "model", None), "aux_bands", 0)
     read_rows = classifier.rows_reader(store.cube)
     embedded_index, embedded = [], []
     for top in range(start, stop, ROW_BLOCK):
@@ -339,8 +338,8 @@ def _predict_rows(classifier: Classifier, store: SceneStore, writer, start: int,
         elif classifier.spec.kind.dense:
             # Overlapping windows blended smoothly; each block reads the halo its windows need.
             probabilities = predict_windows(
-                classifier.model, lambda rows: scene_inputs(store, aux_bands, rows), height=height, width=width,
-                top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
+                classifier.model, lambda rows: scene_inputs(store, classifier.model.aux_bands, rows),
+                height=height, width=width, top=top, bottom=bottom, window=classifier.patch, stride=default_stride(classifier.patch),
                 batch_size=classifier.batch_size, device=classifier.device, amp=amp,
             )[rows, cols]
             index = probabilities.argmax(1)

@@ -569,17 +569,15 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
     if run.init:
         arrays, _ = load_arrays(Path(run.init))
         load_weights(model, arrays, f"{spec.kind.tensors}.", Path(run.init))
-    aux_bands = getattr(model, "aux_bands", 0)
-    if aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
+    if model.aux_bands:  # HSIseg's auxiliary branch reads the aux rasters as extra channels after the bands
         from hsicli.engine.windows import scene_inputs
 
-        data.cube = scene_inputs(store, aux_bands)
+        data.cube = scene_inputs(store, model.aux_bands)
     if spec.kind.dense and hyper.augment:
         raise HsiError("--augment turns input windows but not their targets", hint="drop --augment for segmenters")
     optimizer = build_optimizer(model.parameters(), hyper)
     weights = _class_weights(run, data.train_y, store.n_classes)
-    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), ignore_index=IGNORE)
-    custom_loss = getattr(model, "training_loss", None)
+    class_weights = None if weights is None else weights.to(device)
     augment = Augment() if hyper.augment else None
     batches = _Batches(spec.kind, data, hyper.patch, augment)
 
@@ -639,7 +637,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
             optimizer.zero_grad(set_to_none=True)
             with autocast():
                 logits = net(x)
-                loss = custom_loss(logits, target) if custom_loss else criterion(logits.float(), target)
+                loss = model.training_loss(logits, target, class_weights)
             loss.backward()
             if hyper.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), hyper.clip_grad)
@@ -670,7 +668,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
             "val_loss": val_loss,
             "seconds": round(time.perf_counter() - tick, 3),
             "lr": learning_rate(hyper, epoch),
-            **(model.history_extras() if hasattr(model, "history_extras") else {}),
+            **model.history_extras(),
         }
         history.append(entry)
         # Best epoch by validation accuracy, the later of tied epochs (a few dozen validation

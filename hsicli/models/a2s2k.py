@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -88,7 +89,7 @@ class ResidualBlock(nn.Module):
         return self.close(x + self.body(x))
 
 
-class A2S2KResNet(nn.Module):
+class A2S2KResNet(TorchModel):
     """A2S2K-ResNet for P×P windows of `bands` bands.
 
     Args:

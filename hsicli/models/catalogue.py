@@ -53,8 +53,7 @@ def _count(name: str, bands: int, classes: int, patch: int | None, model_args: d
         check(spec, bands=bands, classes=classes, patch=size, model_args=model_args)
         model = create_model(name, bands, classes, **model_args).eval()
         parameters = count_parameters(model)
-        channels = getattr(model, "input_channels", bands)  # HSIseg: bands + auxiliary bands
-        counted = measure_macs(model, (channels, size, size))
+        counted = measure_macs(model, (bands + model.aux_bands, size, size))
         macs, layer_macs = counted.total, counted.layers
     return {"name": name, "kind": spec.kind.name, "paper": spec.paper, "description": spec.description, "patch": size,
             "parameters": parameters, "macs": macs, "layer_macs": layer_macs, "defaults": spec.defaults.to_dict(),

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import InputError, UsageError
+from hsicli.models.contract import TorchModel
 from hsicli.models.precision import run_recurrent
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
@@ -484,7 +485,7 @@ class SpectralEncoderLayer(nn.Module):
         return self.norm2(y + self.ffn(y))
 
 
-class CLAReSNet(nn.Module):
+class CLAReSNet(TorchModel):
     """CLAReSNet for (B, T, P, P) patches; the layout is in the module docstring.
 
     Keyword arguments (paper values as defaults, so `--model-args` can shrink any part):

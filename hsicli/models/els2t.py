@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -125,7 +126,7 @@ class _EncoderLayer(nn.Module):
         return x + self.back(self.linear(y) * F.gelu(self.gate(y)))
 
 
-class ELS2T(nn.Module):
+class ELS2T(TorchModel):
     """ELS2T for P×P windows of `bands` bands.
 
     Args:

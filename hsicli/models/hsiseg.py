@@ -89,6 +89,7 @@ from torch import nn
 
 from hsicli.models.thresholds import adaptive_threshold
 from hsicli.errors import UsageError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import IGNORE, SEGMENTER
 from hsicli.models.registry import TrainDefaults, keyword_defaults, register_model
 
@@ -461,7 +462,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 1.5) 
     return index.mean()
 
 
-class HSIseg(nn.Module):
+class HSIseg(TorchModel):
     """HSIseg: U-shaped segmenter with DSRT, CFI and DFS, optionally with an auxiliary branch."""
 
     def __init__(
@@ -544,8 +545,11 @@ class HSIseg(nn.Module):
                 self._train_outputs.update(reconstruction=_resize(self.reconstruct(decoded_aux), size), aux=aux)
         return logits
 
-    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Eq. 45 for the batch whose forward pass just ran: CE + Dice (+ MSE + SSIM), weighted."""
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 45 for the batch whose forward pass just ran: CE + Dice (+ MSE + SSIM), weighted by
+        the learned loss weights; the paper's terms weigh every class alike, so `class_weights`
+        (--class-weights) is not used."""
         outputs = self._train_outputs
         losses = [F.cross_entropy(logits.float(), target, ignore_index=IGNORE),
                   soft_dice(outputs["dice_probabilities"].float(), target)]

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
 
-class HybridSN(nn.Module):
+class HybridSN(TorchModel):
     """HybridSN for P×P windows of `bands` bands.
 
     Args:

@@ -93,6 +93,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError, UsageError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -259,7 +260,7 @@ class CentralSimilarityGuidance(nn.Module):
         return tokens * (1 + s.unsqueeze(2))  # eq. 21: A * S + A
 
 
-class LiteC2ANet(nn.Module):
+class LiteC2ANet(TorchModel):
     """Lite-C2ANet; see the module docstring for the layers and the ablation switches."""
 
     def __init__(

@@ -122,7 +122,7 @@ def _json_values(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 # Modules of the package that are not architectures (every other one registers a model).
-_SUPPORT_MODULES = {"registry", "kinds", "complexity", "catalogue", "layers", "precision", "thresholds"}
+_SUPPORT_MODULES = {"registry", "kinds", "contract", "complexity", "catalogue", "layers", "precision", "thresholds"}
 
 
 @functools.cache

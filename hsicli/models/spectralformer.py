@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -90,7 +91,7 @@ class _EncoderLayer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SpectralFormer(nn.Module):
+class SpectralFormer(TorchModel):
     """SpectralFormer for P×P patches of `bands` bands.
 
     Args:

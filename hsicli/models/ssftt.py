@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -60,7 +61,7 @@ class _EncoderLayer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SSFTT(nn.Module):
+class SSFTT(TorchModel):
     """SSFTT for P×P windows of `bands` bands.
 
     Args:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hsicli.errors import HsiError
+from hsicli.models.contract import TorchModel
 from hsicli.models.kinds import PATCH
 from hsicli.models.registry import TrainDefaults, register_model
 
@@ -58,7 +59,7 @@ def _stage(channels: int, blocks: int, conv: Callable[[], nn.Module]) -> nn.Sequ
     return nn.Sequential(*units, nn.BatchNorm2d(channels), nn.ReLU())
 
 
-class SSRN(nn.Module):
+class SSRN(TorchModel):
     """SSRN for P×P patches of `bands` bands.
 
     Args:
