@@ -223,7 +223,10 @@ def test_default_name_and_rerun_is_a_no_op(run, scene):
     assert first.lines == [str(store.path.absolute() / "labels" / "pseudo1-abababab")]
     again = run(input=f"{pred}\n")
     assert again.exit_code == 0 and again.lines == first.lines
-    clash = run(str(pred), "--tau", "0.99")
+    other_rule = run(str(pred), "--tau", "0.99", "--zeta", "0.01", "--include-eval")  # its own default name
+    assert other_rule.exit_code == 0, other_rule.stderr
+    assert other_rule.lines == [str(store.path.absolute() / "labels" / "pseudo1-abababab-tau0.99-zeta0.01-eval")]
+    clash = run(str(pred), "--tau", "0.99", "--name", "pseudo1-abababab")
     assert clash.exit_code == 1 and "already exists" in clash.stderr and clash.stdout == ""
 
 

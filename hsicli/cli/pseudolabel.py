@@ -19,7 +19,8 @@ def pseudolabel(
     round_number: Annotated[int, ranged_option("--round", ge=1, help="Round K: τ2 + ζ·(K − 1).")] = 1,
     name: Annotated[
         Optional[str], layer_name_option("--name", help="Name of the label layer written into the store, "
-                                         "STORE/labels/NAME (default: pseudoK-HASH of the checkpoint; NAME-K with "
+                                         "STORE/labels/NAME (default: pseudoK-HASH of the checkpoint, then the "
+                                         "settings that differ from the defaults, e.g. -tau0.8-eval; NAME-K with "
                                          "--iterations).")
     ] = None,
     include_eval: Annotated[

@@ -128,11 +128,17 @@ def round_tau(tau: float, zeta: float, round_number: int) -> float:
     return tau + zeta * (round_number - 1)
 
 
-def default_layer_name(checkpoint_sha256: str | None, round_number: int) -> str:
-    """`pseudoK-<8 hex of the source checkpoint>`: one name per (model, round), short enough to
-    sit inside the checkpoint names of later rounds, and stable, so a re-run is a no-op."""
+def default_layer_name(checkpoint_sha256: str | None, options: PseudolabelOptions) -> str:
+    """`pseudoK-<8 hex of the source checkpoint>`, then the rule's settings that differ from the
+    defaults (`-tau0.8`, `-zeta0.01`, `-eval`): one name per (model, round, rule), short enough to
+    sit inside the checkpoint names of later rounds, and stable, so a re-run is a no-op and rounds
+    of other rules from one model (a sweep over τ2) do not collide."""
     digest = checkpoint_sha256 or "unknown"
-    return f"pseudo{round_number}-{digest[:8]}"
+    default = PseudolabelOptions()
+    rule = [f"tau{options.tau:g}" if options.tau != default.tau else "",
+            f"zeta{options.zeta:g}" if options.zeta != default.zeta else "",
+            "eval" if options.include_eval else ""]
+    return "-".join([f"pseudo{options.round}", digest[:8], *filter(None, rule)])
 
 
 def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str = API_COMMAND) -> PseudolabelResult:
@@ -174,7 +180,7 @@ def pseudolabel(prediction: Path, options: PseudolabelOptions, *, command: str =
     train_labels = np.where((split == TRAIN) & (gt > 0), gt, 0)
     evaluation = (split == VAL) | (split == TEST)
     layer = pseudo_layer(probabilities, train_labels, evaluation, tau=tau, include_eval=options.include_eval)
-    name = options.name or default_layer_name(pred.checkpoint_sha256, options.round)
+    name = options.name or default_layer_name(pred.checkpoint_sha256, options)
     attrs = {
         **layer.record,
         "kind": "pseudo-labels",
