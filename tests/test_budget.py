@@ -1,25 +1,45 @@
 """Training budgets that adapt to the training-set size, and underfit runs reported (issue 19).
 
-The convergence tests train every torch model with its default recipe (optimiser, learning rate,
-batch size, augmentation, adaptive budget) on a 200-pixel training set of a small synthetic scene.
-Architectures are shrunk by --model-args where the default network would take minutes on one CPU
-thread. HybridSN and SpectralFormer run in the fast tier (about 20 s together). The slow tier has
-Lite-C2ANet (~45 s: its loss still falls past the paper's 100 epochs, so it trains to the 1500-step
-budget), SSRN (default network, ~40 s; its narrow variants stall at 80 % under dropout 0.5), HSIseg
-(~1 min), CLAReSNet (minutes), and the default networks of all six.
+The convergence test trains every registered torch model (`hsi models`; a new one is covered
+automatically) with its default network, window and recipe: no --model-args, the adaptive protocol
+with its `ModelSpec.adaptive` replacements. The scene is synthetic, 16 bands and four classes, as
+wide as the largest default window (57 px, hsiseg-hu), with 200 training pixels; each run must
+report no underfitting and its checkpoint must classify ≥ 95 % of the training pixels (the model in
+eval mode: the running accuracy of an epoch is taken under dropout and augmentation).
+
+Measured on one thread (OMP_NUM_THREADS=1, AVX-512, the machine shared; CPU seconds of the
+training, epochs until the adaptive budget stopped, the checkpoint's training accuracy):
+    model           tier       CPU s  epochs  accuracy
+    spectralformer  fast         6.9      52    100 %
+    ssftt           fast         8.8      64   99.5 %
+    litec2anet      slow        11.7     364   98.0 %  (loss still falling past its 100 paper epochs)
+    ssrn            slow        12.2      64    100 %
+    els2t           slow        12.9      61   95.5 %
+    a2s2k           slow        16.0      48   99.0 %
+    hybridsn        slow        59.1      63    100 %  (1 step an epoch at batch 256)
+    hsiseg          slow        76.3      38    100 %
+
+The fast cases take about 16 s, the slow ones about 3.3 min (wall time is longer on a busy machine).
+Skipped unless HSI_HEAVY_TESTS=1 (with -m ""): CLAReSNet, 17.3 M parameters, 11 s of CPU an
+epoch, 52-64 % running accuracy after 14 epochs (182 steps) and up to 116 epochs (1500 steps,
+about 21 min) of budget; the hsiseg-ip/-mg/-ag presets (the paper's 144 × 144 resize, d 64), 58-61 s
+of CPU an epoch, and hsiseg-pu/-hu, 22-27 s, each with 200-300 paper epochs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from hsicli.data.patches import PatchSampler
 from hsicli.data.splits import TEST, TRAIN
 from hsicli.engine import budget
+from hsicli.engine.predict import Classifier, PredictOptions
 from hsicli.models import registry
 from hsicli.engine.train import TrainOptions, train
 from hsicli.errors import HsiError
@@ -28,16 +48,18 @@ from hsicli.store.scene import SceneStore
 
 torch.set_num_threads(1)
 
-# Architectures small enough for the fast tier; the recipes stay the models' defaults.
-SMALL = {
-    "litec2anet": {},
-    "ssrn": {},
-    "hybridsn": {"conv3d_channels": [4], "conv3d_depths": [3], "conv2d_channels": 8, "hidden": [16]},
-    "spectralformer": {"dim": 16, "depth": 2, "heads": 2, "mlp_dim": 16},
-    "hsiseg": {"dim": 8, "heads": 2, "grids": [4, 3]},
-    "claresnet": {"dim": 32, "base_channels": 8, "layers": 1, "heads": 4, "head_hidden": 16},
+TORCH_MODELS = [name for name in registry.list_models() if registry.get_model_spec(name).kind.torch]
+LARGEST_WINDOW = max(registry.get_model_spec(name).defaults.patch for name in TORCH_MODELS)
+FAST = {"spectralformer", "ssftt"}  # seconds each; the other models are in the slow tier
+# Default networks whose 200-window epochs alone cost minutes of CPU: far past the slow tier's
+# budget, so they run on demand only (HSI_HEAVY_TESTS=1); figures in the docstring.
+HEAVY = {
+    "claresnet": "17.3 M parameters: 11 s of CPU an epoch, up to 116 epochs (1500 steps)",
+    **{name: "the paper's 144 × 144 resize: 22-61 s of CPU an epoch, 200-300 paper epochs"
+       for name in TORCH_MODELS if name.startswith("hsiseg-")},
 }
-PATCH = {"hybridsn": 9, "hsiseg": 15}  # the default windows (25, 33) exceed the 28 × 28 scene's scale
+# A HybridSN small enough to train 20 epochs in a second (the underfit tests).
+TINY_HYBRIDSN = {"conv3d_channels": [4], "conv3d_depths": [3], "conv2d_channels": 8, "hidden": [16]}
 
 
 def history(losses, accuracies) -> list[dict]:
@@ -82,6 +104,11 @@ def test_plateau_stops_a_fitted_run_but_not_a_slow_start():
     assert budget.should_stop(plan, history(decaying + [0.5 * 0.999**k for k in range(40)], [0.975] * 160))
     paper = budget.plan("paper", 100, 1500, train_pixels=40, batch_size=64)
     assert not budget.should_stop(paper, history([1.0] * 150, [0.3] * 150))
+    # Never on a loss spike, whose weights the run would keep (SSFTT: loss 0.26 after ~0.08), but
+    # on the next steady epoch.
+    spiking = [0.08] * 19 + [0.26]
+    assert not budget.should_stop(plan, history(spiking, [1.0] * 19 + [0.94]))
+    assert budget.should_stop(plan, history(spiking + [0.07], [1.0] * 19 + [0.94, 0.98]))
 
 
 def test_underfit_needs_low_accuracy_and_a_falling_loss():
@@ -98,10 +125,11 @@ def test_underfit_needs_low_accuracy_and_a_falling_loss():
 # -- through the engine -------------------------------------------------------------------------
 
 
-def synthetic_store(path, *, train_per_class: int = 50, classes: int = 4, size: int = 28, bands: int = 16,
+def synthetic_store(path, *, train_per_class: int = 50, classes: int = 4, size: int = LARGEST_WINDOW, bands: int = 16,
                     seed: int = 0) -> SceneStore:
     """Four classes in 7-pixel stripes with their own spectra plus noise, standardised like `hsi prep`;
-    `train_per_class` training pixels per class, the rest test."""
+    `train_per_class` training pixels per class, the rest test. `size` × `size` pixels: by default
+    as wide as the largest default window, so that every window sees the scene's structure."""
     rng = np.random.default_rng(seed)
     rows, cols = np.indices((size, size))
     gt = ((rows // 7 + cols // 7) % classes + 1).astype(np.uint16)
@@ -125,33 +153,41 @@ def scene(tmp_path_factory) -> SceneStore:
     return synthetic_store(tmp_path_factory.mktemp("budget") / "scene.zarr")
 
 
-def converge(store: SceneStore, model: str, model_args: dict, folder) -> dict:
+def training_pixel_accuracy(store: SceneStore, checkpoint) -> float:
+    """The checkpoint's accuracy on the split's training pixels, the model in eval mode."""
+    classifier = Classifier(checkpoint, PredictOptions(device="cpu", threads=1))
+    rows, cols = np.nonzero(store.read_layer("splits", "s").data == TRAIN)
+    cube = classifier.rows_reader(store.cube)(slice(None))  # through the model's pixel stage, as `hsi predict`
+    predicted, _, _ = classifier.predict(PatchSampler.from_cube(cube, classifier.patch), rows, cols,
+                                         np.zeros(rows.size, bool))
+    return float(np.mean(predicted == store.gt()[rows, cols].astype(np.int64) - 1))
+
+
+def tier(model: str):
+    if model in HEAVY:
+        return pytest.param(model, marks=[pytest.mark.slow, pytest.mark.skipif(
+            not os.environ.get("HSI_HEAVY_TESTS"), reason=f"{model}: {HEAVY[model]}; HSI_HEAVY_TESTS=1 runs it")])
+    return model if model in FAST else pytest.param(model, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("model", [tier(model) for model in TORCH_MODELS])
+def test_default_recipes_fit_a_200_pixel_training_set(scene, tmp_path, model):
     messages: list[str] = []
-    result = train(store.path, TrainOptions(model=model, model_args=model_args, split="s", patch=PATCH.get(model),
-                                            device="cpu", threads=1, out=folder / f"{model}.safetensors"),
+    result = train(scene.path, TrainOptions(model=model, split="s", device="cpu", threads=1,
+                                            out=tmp_path / f"{model}.safetensors"),
                    command="test", on_message=messages.append)
     training = read_header(result.path)[1]["training"]
     assert not any("underfit" in line for line in messages), messages
-    return training
-
-
-FAST = ("hybridsn", "spectralformer")
-
-
-@pytest.mark.parametrize("model", [*FAST, *(pytest.param(m, marks=pytest.mark.slow) for m in sorted(SMALL)
-                                            if m not in FAST)])
-def test_default_recipes_fit_a_200_pixel_training_set(scene, tmp_path, model):
-    training = converge(scene, model, SMALL[model], tmp_path)
-    final = training["history"][-1]
-    assert final["train_accuracy"] >= 0.95, (model, training["budget"], final)
     assert training["underfit"] is None and training["budget"]["protocol"] == "adaptive"
     assert len(training["history"]) <= training["budget"]["max_epochs"]
+    accuracy = training_pixel_accuracy(scene, result.path)
+    assert accuracy >= 0.95, (model, accuracy, training["budget"], training["history"][-1])
 
 
 def test_an_underfit_run_says_so_on_stderr_and_in_the_checkpoint(scene, tmp_path):
     """HybridSN held to 20 epochs (20 steps at its batch of 256): under 90 % and the loss falling fast."""
     messages: list[str] = []
-    options = TrainOptions(model="hybridsn", model_args=SMALL["hybridsn"], patch=PATCH["hybridsn"], split="s",
+    options = TrainOptions(model="hybridsn", model_args=TINY_HYBRIDSN, patch=9, split="s",
                            epochs=20, device="cpu", threads=1, out=tmp_path / "short.safetensors")
     result = train(scene.path, options, command="test", on_message=messages.append)
     training = read_header(result.path)[1]["training"]
@@ -169,7 +205,7 @@ def test_an_underfit_run_says_so_on_stderr_and_in_the_checkpoint(scene, tmp_path
 
 def test_the_cli_prints_one_underfit_line_and_takes_the_protocol_options(scene, cli, tmp_path, monkeypatch):
     short = cli("train", f"{scene.path}/splits/s", "--model", "hybridsn", "--model-args",
-                json.dumps(SMALL["hybridsn"]), "--patch", "9", "--device", "cpu", "--threads", "1", "--epochs", "20",
+                json.dumps(TINY_HYBRIDSN), "--patch", "9", "--device", "cpu", "--threads", "1", "--epochs", "20",
                 "--out", tmp_path / "short.safetensors")
     assert short.exit_code == 0, short.stderr
     (line,) = [line for line in short.stderr.splitlines() if "underfit" in line]
