@@ -10,16 +10,16 @@ eval mode: the running accuracy of an epoch is taken under dropout and augmentat
 Measured on one thread (OMP_NUM_THREADS=1, AVX-512, the machine shared; CPU seconds of the
 training, epochs until the adaptive budget stopped, the checkpoint's training accuracy):
     model           tier       CPU s  epochs  accuracy
-    spectralformer  fast         6.9      52    100 %
-    ssftt           fast         8.8      64   99.5 %
-    litec2anet      slow        11.7     364   98.0 %  (loss still falling past its 100 paper epochs)
-    ssrn            slow        12.2      64    100 %
-    els2t           slow        12.9      61   95.5 %
-    a2s2k           slow        16.0      48   99.0 %
-    hybridsn        slow        59.1      63    100 %  (1 step an epoch at batch 256)
-    hsiseg          slow        76.3      38    100 %
+    spectralformer  fast         5.8      46    100 %
+    ssftt           fast         6.4      44   99.5 %
+    litec2anet      slow         9.6     285   99.0 %  (loss still falling past its 100 paper epochs)
+    els2t           slow        11.7      53    100 %
+    ssrn            slow        13.5      69    100 %
+    a2s2k           slow        18.7      55    100 %
+    hybridsn        slow        59.9      63    100 %  (1 step an epoch at batch 256)
+    hsiseg          slow        77.9      38    100 %
 
-The fast cases take about 16 s, the slow ones about 3.3 min (wall time is longer on a busy machine).
+The fast cases take about 12 s, the slow ones about 3.2 min (wall time is longer on a busy machine).
 Skipped unless HSI_HEAVY_TESTS=1 (with -m ""): CLAReSNet, 17.3 M parameters, 11 s of CPU an
 epoch, 52-64 % running accuracy after 14 epochs (182 steps) and up to 116 epochs (1500 steps,
 about 21 min) of budget; the hsiseg-ip/-mg/-ag presets (the paper's 144 × 144 resize, d 64), 58-61 s

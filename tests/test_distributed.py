@@ -97,6 +97,20 @@ def test_one_process_gets_the_plain_batches():
     assert [b.tolist() for b in batches] == [order[i : i + 16].tolist() for i in range(0, 103, 16)]
 
 
+@pytest.mark.parametrize("n, batch, size", [(200, 64, 1), (103, 16, 1), (103, 16, 2), (10, 4, 3), (5, 8, 4), (7, 1, 2)])
+def test_balanced_batches_are_as_many_and_differ_by_one_at_most(n, batch, size):
+    order = np.random.default_rng(n).permutation(n)
+    worlds = [World(rank, size, rank, "torchrun") for rank in range(size)] if size > 1 else [World()]
+    per_rank = [rank_batches(order, batch, world, balanced=True) for world in worlds]
+    for world, balanced in zip(worlds, per_rank):
+        plain = rank_batches(order, batch, world)
+        assert len(balanced) == len(plain) and np.array_equal(np.concatenate(balanced), np.concatenate(plain))
+        assert max(b.size for b in balanced) - min(b.size for b in balanced) <= 1
+    assert len({tuple(b.size for b in batches) for batches in per_rank}) == 1, "every rank's steps alike"
+    if (n, batch) == (200, 64):
+        assert [b.size for b in per_rank[0]] == [50, 50, 50, 50]
+
+
 @pytest.mark.parametrize("n, batch, size", [(103, 16, 2), (10, 4, 3), (5, 8, 4), (64, 64, 4), (7, 1, 2)])
 def test_ranks_split_each_global_batch(n, batch, size):
     order = np.random.default_rng(n).permutation(n)

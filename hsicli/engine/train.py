@@ -613,7 +613,9 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
     net = distributed.wrap_model(model, world, device)
     # With --ema, validation, the best epoch and the checkpoint all use the averaged weights.
     averaged = copy.deepcopy(model) if average is not None else model
-    steps_per_epoch = len(distributed.rank_batches(np.arange(n), hyper.batch_size, world))
+    # The adaptive protocol evens out its batches; the paper's keeps the papers' loaders' last partial one.
+    balanced = plan.protocol == "adaptive"
+    steps_per_epoch = len(distributed.rank_batches(np.arange(n), hyper.batch_size, world, balanced=balanced))
     steps, total_steps = 0, (hyper.epochs + 1 - start_epoch) * steps_per_epoch
     for epoch in range(start_epoch, hyper.epochs + 1):
         tick = time.perf_counter()
@@ -628,7 +630,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
             group["lr"] = learning_rate(hyper, epoch)
         net.train()
         total_loss, correct, seen = 0.0, 0, 0
-        for index in distributed.rank_batches(order, hyper.batch_size, world):
+        for index in distributed.rank_batches(order, hyper.batch_size, world, balanced=balanced):
             if distributed.any_rank(bool(preemption), world, device):
                 raise _preempted(preemption, epoch, state_file, run_key)
             rows, cols, y = data.train_rows[index], data.train_cols[index], data.train_y[index]
