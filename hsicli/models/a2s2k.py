@@ -147,9 +147,6 @@ class A2S2KResNet(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "a2s2k",

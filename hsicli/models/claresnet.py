@@ -598,9 +598,6 @@ class CLAReSNet(TorchModel):
         """(B, dim) -> (B, classes) logits (§IV-6; softmax is left to the loss)."""
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "claresnet",

@@ -58,6 +58,10 @@ class TorchModel(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no embedding")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from windows: the head on the embedding (a model without one overrides this)."""
+        return self.forward_head(self.forward_features(x))
+
     def training_loss(self, logits: torch.Tensor, target: torch.Tensor,
                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target, weight=class_weights, ignore_index=IGNORE)

@@ -189,9 +189,6 @@ class ELS2T(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "els2t",

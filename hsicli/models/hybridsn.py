@@ -111,9 +111,6 @@ class HybridSN(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "hybridsn",

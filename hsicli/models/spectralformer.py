@@ -177,9 +177,6 @@ class SpectralFormer(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "spectralformer",

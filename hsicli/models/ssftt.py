@@ -137,9 +137,6 @@ class SSFTT(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "ssftt",

@@ -151,9 +151,6 @@ class SSRN(TorchModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "ssrn",
