@@ -7,7 +7,7 @@ Scenes (../shared/data, PCA 30 after per-band z-scores, one store per scene shar
   (`_EndJasperRidge2_R198.mat`, `A`: 4 × 10000, MATLAB's column-major pixel order like the `Y`
   matrix): class k + 1 (tree, water, soil, road) where endmember k has the largest abundance and
   that abundance is ≥ 0.8, unlabelled elsewhere. The map is written as a .mat beside the runs and
-  read by `hsi prep --gt`.
+  read by `hsi prep --gt`, which names its classes with `--class-names tree,water,soil,road`.
 
 Protocols (one split per scene × protocol × seed, shared by every model, so the test pixels are
 the same across a row; no validation pixels, so every torch model keeps its last epoch, or
@@ -56,6 +56,7 @@ SPLIT_PATCH = 11
 ABUNDANCE_THRESHOLD = 0.8
 QUICK_EPOCHS_SCALE = 0.25
 JASPER = SHARED_DATA / "jasper-ridge"
+JASPER_CLASSES = ("tree", "water", "soil", "road")  # the endmembers of _EndJasperRidge2_R198.mat, in order
 
 PROTOCOLS: dict[str, list[str]] = {
     "10/class": ["--per-class", "10", "--val", "0"],
@@ -100,7 +101,8 @@ def prep_arguments(scene: str, work: Path) -> list[str]:
     if scene == "indian-pines-subset":
         path = SHARED_DATA / "indian-pines-subset" / "Indian_part.mat"
         return [str(path), "--var", "X", "--gt", str(path), "--gt-var", "grd"]
-    return [str(JASPER / "jasperRidge2_R198.hdr"), "--gt", str(jasper_ground_truth(work)), "--gt-var", "jasper_gt"]
+    return [str(JASPER / "jasperRidge2_R198.hdr"), "--gt", str(jasper_ground_truth(work)), "--gt-var", "jasper_gt",
+            "--class-names", ",".join(JASPER_CLASSES)]
 
 
 _log_lock = threading.Lock()

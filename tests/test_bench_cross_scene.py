@@ -1,5 +1,5 @@
 """The cross-scene benchmark's Jasper Ridge labels: argmax of the abundances where the largest is ≥ 0.8,
-in MATLAB's column-major pixel order (benchmarks/bench_cross_scene.py)."""
+in MATLAB's column-major pixel order, named tree, water, soil, road (benchmarks/bench_cross_scene.py)."""
 
 import importlib.util
 from pathlib import Path
@@ -38,3 +38,14 @@ def test_abundance_labels_threshold_is_a_parameter_and_shape_is_checked(bench):
     np.testing.assert_array_equal(bench.abundance_labels(abundances, 1, 2, threshold=0.5), [[1, 2]])
     with pytest.raises(ValueError, match="do not cover"):
         bench.abundance_labels(abundances, 2, 2)
+
+
+def test_jasper_ridge_store_names_the_endmembers(bench, cli, tmp_path):
+    if not (bench.JASPER / "_EndJasperRidge2_R198.mat").is_file():
+        pytest.skip(f"{bench.JASPER} is not present")
+    from hsicli.store.scene import SceneStore
+
+    result = cli("prep", *bench.prep_arguments("jasper-ridge", tmp_path), "--out", tmp_path / "j.zarr")
+    assert result.exit_code == 0, result.stderr
+    store = SceneStore.open(tmp_path / "j.zarr")
+    assert store.class_names == ["tree", "water", "soil", "road"] and store.attrs["class_ids"] == [1, 2, 3, 4]

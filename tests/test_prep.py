@@ -307,3 +307,142 @@ def test_jasper_ridge_matrix_layout(shared_data, cli, tmp_path):
     expected = matrix.T.reshape(100, 100, 198, order="F")  # pixel p = row p mod 100, column p div 100
     np.testing.assert_array_equal(cube, expected.astype(np.float32))
     assert store.attrs["source"]["var"] == "Y" and store.attrs["source"]["raw_shape"] == [100, 100, 198]
+
+
+# -- --class-names ------------------------------------------------------------------------------
+
+
+def sparse_id_scene(synthetic_scene, name: str = "scene.mat", **shape):
+    """A scene whose ground truth holds ids 3, 5, 8, 9 (not 1..K), which prep remaps to 1..4."""
+    from conftest import synthetic_arrays
+
+    cube, gt = synthetic_arrays(**{"height": 12, "width": 10, "bands": 8, **shape})
+    return synthetic_scene(name, cube=cube, gt=np.array([0, 3, 5, 8, 9], dtype=np.uint8)[gt])
+
+
+def one_line_error(result, code: int, *phrases: str) -> None:
+    lines = result.stderr.splitlines()
+    assert result.exit_code == code and result.stdout == "", result.stderr
+    assert len(lines) == 2 and lines[0].startswith("Error: ") and lines[1].startswith("Hint: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+
+
+def test_class_names_reach_the_store_the_split_report_and_the_evaluate_table(synthetic_scene, cli, tmp_path):
+    scene = sparse_id_scene(synthetic_scene)
+    placeholder = prep(cli, scene, "--out", tmp_path / "plain.zarr")
+    assert placeholder.class_names == ["class 3", "class 5", "class 8", "class 9"]
+    store = prep(cli, scene, "--class-names", "tree, water,soil ,road", "--out", tmp_path / "s.zarr")
+    assert store.class_names == ["tree", "water", "soil", "road"]
+    assert store.attrs["class_ids"] == [3, 5, 8, 9] and store.class_colors == placeholder.class_colors
+    np.testing.assert_array_equal(store.gt(), placeholder.gt())
+
+    split = cli("split", tmp_path / "s.zarr", "--ratio", "0.5", "--name", "a")
+    assert split.exit_code == 0, split.stderr
+    lines = split.stderr.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["class", "train"])
+    report = {line.split()[0]: line.split()[1:] for line in lines[header + 1:header + 5]}
+    counts = np.bincount(store.gt().ravel(), minlength=5)[1:]
+    assert list(report) == ["tree", "water", "soil", "road"]
+    assert [sum(map(int, row)) for row in report.values()] == counts.tolist()
+
+    for command in (("train", "s.zarr", "--model", "svm", "--split", "a", "--out", "m.safetensors"),
+                    ("predict", "m.safetensors", "--out", "p.zarr")):
+        assert cli(*command).exit_code == 0
+    table = cli("evaluate", "p.zarr", "--json")
+    assert table.exit_code == 0, table.stderr
+    import json
+
+    per_class = json.loads(table.stdout)["per_class"]
+    assert [row["name"] for row in per_class] == ["tree", "water", "soil", "road"]
+    rows = [line.split("│")[1].strip() for line in table.stderr.splitlines() if line.startswith("│")]
+    assert rows[:4] == ["tree", "water", "soil", "road"]
+
+
+def test_class_names_from_a_file_may_hold_commas(synthetic_scene, cli, tmp_path):
+    scene = sparse_id_scene(synthetic_scene)
+    (tmp_path / "names.txt").write_text("Trees, mixed\nWater\n\nBare soil\nRoad\n")
+    store = prep(cli, scene, "--class-names", "@names.txt", "--out", tmp_path / "s.zarr")
+    assert store.class_names == ["Trees, mixed", "Water", "Bare soil", "Road"]
+    missing = cli("prep", scene, "--class-names", "@absent.txt", "--out", tmp_path / "t.zarr")
+    one_line_error(missing, 1, "--class-names @absent.txt", "absent.txt")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+@pytest.mark.parametrize("names, phrases", [
+    ("a,b,c", ["--class-names gives 3 names but the ground truth has 4 classes (ids 3, 5, 8, 9)"]),
+    ("a,b,c,d,e", ["gives 5 names", "4 classes (ids 3, 5, 8, 9)"]),
+    ("a,b,a,d", ["'a' twice"]),
+    ("a,,c,d", ["name 2 of 4 is empty"]),
+    ("a,b,c, ", ["name 4 of 4 is empty"]),
+])
+def test_wrong_class_names_are_one_line_usage_errors_that_write_nothing(synthetic_scene, cli, tree, tmp_path,
+                                                                        names, phrases):
+    scene = sparse_id_scene(synthetic_scene)
+    before = tree(tmp_path)
+    one_line_error(cli("prep", scene, "--class-names", names, "--out", tmp_path / "s.zarr"), 2, *phrases)
+    # and without --out, where the store would get its default name
+    one_line_error(cli("prep", scene, "--class-names", names), 2, *phrases)
+    assert tree(tmp_path) == before
+
+
+def test_class_names_need_a_ground_truth(synthetic_scene, cli, tree, tmp_path):
+    scene = synthetic_scene("cube.mat", height=12, width=10, bands=8, with_gt=False)
+    before = tree(tmp_path)
+    one_line_error(cli("prep", scene, "--class-names", "a,b", "--out", tmp_path / "s.zarr"), 2,
+                   "--class-names", "cube.mat has no ground truth")
+    assert tree(tmp_path) == before
+
+
+def test_class_names_replace_a_known_scenes_names_and_keep_its_colours(synthetic_scene, cli, tmp_path):
+    from conftest import synthetic_arrays
+    from hsicli.data.datasets import get_dataset
+
+    cube, gt = synthetic_arrays(height=83, width=86, bands=4, classes=6)
+    ids = np.array([0, 1, 10, 11, 12, 13, 14], dtype=np.uint8)  # SalinasA's class ids
+    scene = synthetic_scene("SalinasA_corrected.mat", cube=cube, gt=ids[gt])
+    known = get_dataset("salinasA")
+    recognised = prep(cli, scene, "--out", tmp_path / "known.zarr")
+    assert recognised.attrs["dataset"] == "salinasA" and recognised.class_names == list(known.class_names)
+    named = prep(cli, scene, "--class-names", "b,l4,l5,l6,l7,corn", "--out", tmp_path / "named.zarr")
+    assert named.attrs["dataset"] == "salinasA" and named.class_names == ["b", "l4", "l5", "l6", "l7", "corn"]
+    assert named.class_colors == list(known.class_colors)
+
+
+def test_class_names_replace_the_like_stores_names(synthetic_scene, cli, tmp_path):
+    scene = sparse_id_scene(synthetic_scene)
+    prep(cli, scene, "--class-names", "tree,water,soil,road", "--out", tmp_path / "source.zarr")
+    assert prep(cli, scene, "--like", tmp_path / "source.zarr", "--out", tmp_path / "copied.zarr").class_names == [
+        "tree", "water", "soil", "road"]
+    target = prep(cli, scene, "--like", tmp_path / "source.zarr", "--class-names", "p,q,r,s",
+                  "--out", tmp_path / "target.zarr")
+    assert target.class_names == ["p", "q", "r", "s"]
+
+
+def test_a_rerun_with_other_class_names_never_reuses_the_store(synthetic_scene, cli, tmp_path):
+    scene = sparse_id_scene(synthetic_scene)
+    out = tmp_path / "s.zarr"
+    prep(cli, scene, "--class-names", "tree,water,soil,road", "--out", out)
+    same = cli("prep", scene, "--class-names", "tree,water,soil,road", "--out", out)
+    assert same.exit_code == 0 and "up to date" in same.stderr
+    other = cli("prep", scene, "--class-names", "tree,lake,soil,road", "--out", out)
+    one_line_error(other, 1, "already exists and was made from other inputs or options")
+    assert SceneStore.open(out).class_names == ["tree", "water", "soil", "road"]
+    unnamed = cli("prep", scene, "--out", out)
+    one_line_error(unnamed, 1, "made from other inputs or options")
+    assert prep(cli, scene, "--class-names", "tree,lake,soil,road", "--out", out, "--overwrite").class_names == [
+        "tree", "lake", "soil", "road"]
+
+
+def test_api_prep_takes_class_names(synthetic_scene, tmp_path):
+    from hsicli import api
+    from hsicli.errors import UsageError
+
+    scene = sparse_id_scene(synthetic_scene)
+    result = api.prep(scene, class_names=["tree", "water", "soil", "road"], out=tmp_path / "s.zarr")
+    assert SceneStore.open(result.path).class_names == ["tree", "water", "soil", "road"]
+    with pytest.raises(UsageError, match="list of strings"):
+        api.prep(scene, class_names="tree,water,soil,road", out=tmp_path / "t.zarr")
+    with pytest.raises(UsageError, match="gives 2 names"):
+        api.prep(scene, class_names=["tree", "water"], out=tmp_path / "t.zarr")
+    assert not (tmp_path / "t.zarr").exists()

@@ -7,11 +7,12 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from hsicli.errors import HsiError, UsageError
+from hsicli.errors import HsiError, InputError, UsageError
 from hsicli.store.record import SEED_MAX
 
 
@@ -82,6 +83,24 @@ def parse_json_object(text: str | None, option: str) -> dict:
     if not isinstance(value, dict):
         raise HsiError(f"{option} must be a JSON object, got {type(value).__name__}", hint='e.g. \'{"layers": 1}\'')
     return value
+
+
+def parse_name_list(text: str | None, option: str) -> list[str] | None:
+    """Names given as `a,b,c`, or as `@FILE` with one name per line (for names holding commas;
+    blank lines skipped), each stripped of surrounding spaces. Whether they are usable is the
+    caller's check."""
+    if text is None:
+        return None
+    if not text.startswith("@"):
+        return [name.strip() for name in text.split(",")]
+    path = Path(text[1:])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "it is not UTF-8 text"
+        raise InputError(f"{option} {text}: cannot read {path}: {reason}",
+                         hint="give a text file with one name per line, or the names comma-separated") from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 def check_layer_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:

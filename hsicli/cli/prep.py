@@ -20,7 +20,7 @@ from hsicli.cli.common import (
     emit,
     read_input_path,
 )
-from hsicli.cli.options import ranged_option
+from hsicli.cli.options import parse_name_list, ranged_option
 
 
 class Layout(str, Enum):
@@ -68,6 +68,12 @@ def prep(
         Optional[Path], typer.Option("--like", help="Repeat the preprocessing recorded in this scene store, its fitted statistics unchanged.",
                                      autocompletion=completion.stores)
     ] = None,
+    class_names: Annotated[
+        Optional[str],
+        typer.Option("--class-names", help="Names of the ground truth's classes in the order of their ids, "
+                     "comma-separated (tree,water,soil,road) or @FILE with one per line; they replace a known "
+                     "scene's or the --like store's names (default: those, else 'class ID').", show_default=False),
+    ] = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -96,6 +102,7 @@ def prep(
         whiten=whiten,
         aux=list(aux or []),
         like=like,
+        class_names=parse_name_list(class_names, "--class-names"),
     )
     result = prepare_scene(request, out=out, overwrite=overwrite, command=command_line(), on_message=log.info,
                            on_warning=log.warn)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicli.errors import HsiError, InputError, OutputExistsError
+from hsicli.errors import HsiError, InputError, OutputExistsError, UsageError
 from hsicli.store.atomic import check_writable, up_to_date
 from hsicli.store.provenance import API_COMMAND, describe_file, record
 
@@ -37,6 +37,9 @@ class PrepRequest:
     whiten: bool = False
     aux: list[Path] = field(default_factory=list)
     like: Path | None = None
+    # One per class of the ground truth, in the order of its ids; they replace a known scene's or a
+    # --like store's names (None: those, else "class ID").
+    class_names: list[str] | None = None
 
 
 @dataclass
@@ -55,14 +58,23 @@ def default_name(stem: str, request: PrepRequest) -> str:
     return "-".join(parts) + ".zarr"
 
 
-def class_table(gt: np.ndarray, dataset) -> tuple[np.ndarray, list[int], list[str], list[str]]:
-    """Remap ground-truth ids to 1..C; names and colours from the known scene when recognised."""
+def class_table(gt: np.ndarray, dataset, given_names: list[str] | None = None
+                ) -> tuple[np.ndarray, list[int], list[str], list[str]]:
+    """Remap ground-truth ids to 1..C; names `given_names`, else the known scene's when recognised;
+    colours the known scene's."""
     if gt.dtype.kind == "f":
         if not np.all(np.isfinite(gt)) or not np.array_equal(gt, np.round(gt)):
             raise InputError("the ground truth holds non-integer values", hint="give an integer label map with --gt")
     if gt.size and gt.min() < 0:
         raise InputError("the ground truth holds negative labels", hint="labels are 0 (unlabelled) or class ids ≥ 1")
     ids = [int(v) for v in np.unique(gt) if v != 0]
+    if given_names is not None and len(given_names) != len(ids):
+        listed = ", ".join(map(str, ids)) or "none"
+        raise UsageError(
+            f"--class-names gives {len(given_names)} name{'s' if len(given_names) != 1 else ''} but the ground truth "
+            f"has {len(ids)} class{'es' if len(ids) != 1 else ''} (ids {listed})",
+            hint="give one name per class id present, in the order of the ids",
+        )
     lookup = np.zeros(int(gt.max()) + 1 if gt.size else 1, dtype=np.uint16)
     lookup[ids] = np.arange(1, len(ids) + 1)
     remapped = lookup[gt.astype(np.int64)]
@@ -74,9 +86,27 @@ def class_table(gt: np.ndarray, dataset) -> tuple[np.ndarray, list[int], list[st
             if class_id in registry_ids:
                 position = registry_ids.index(class_id)
                 known = (dataset.class_names[position], dataset.class_colors[position])
-        names.append(known[0] if known else f"class {class_id}")
+        names.append(given_names[index] if given_names is not None else known[0] if known else f"class {class_id}")
         colors.append(known[1] if known else DEFAULT_COLORS[index % len(DEFAULT_COLORS)])
     return remapped, ids, names, colors
+
+
+def _check_class_names(names: list[str] | None) -> None:
+    """Given class names are a list of distinct, non-blank strings (their count is checked
+    against the ground truth by class_table)."""
+    if names is None:
+        return
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise UsageError("class names must be a list of strings", hint='e.g. class_names=["tree", "water"]')
+    for position, name in enumerate(names, start=1):
+        if not name.strip():
+            raise UsageError(f"--class-names: name {position} of {len(names)} is empty",
+                             hint="give one non-empty name per class, e.g. --class-names tree,water,soil")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise UsageError(f"--class-names names {name!r} twice", hint="every class needs its own name")
+        seen.add(name)
 
 
 def _request_key(request: PrepRequest, inputs: dict) -> str:
@@ -84,6 +114,8 @@ def _request_key(request: PrepRequest, inputs: dict) -> str:
     params = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(request).items()}
     for key in ("source", "gt", "like"):
         params.pop(key)
+    if request.class_names is None:
+        params.pop("class_names")  # so stores made before the option existed stay up to date
     params["aux"] = len(request.aux)
     content = {role: entry.get("sha256") or entry.get("fingerprint") for role, entry in inputs.items()}
     blob = json.dumps({"params": params, "inputs": content}, sort_keys=True, default=str)
@@ -122,6 +154,7 @@ def prepare_scene(
     from hsicli.io import read_scene
     from hsicli.store.scene import SceneStore
 
+    _check_class_names(request.class_names)
     if not Path(request.source).exists():
         raise InputError(f"{request.source} does not exist", hint="check the path of the scene file")
     scene = read_scene(request.source, var=request.var, gt=request.gt, gt_var=request.gt_var, layout=request.layout)
@@ -130,6 +163,12 @@ def prepare_scene(
     dataset = identify(Path(request.source), raw.shape)
     if dataset is not None:
         on_message(f"recognised {dataset.title} ({dataset.name})")
+    if scene.gt is None and request.class_names is not None:
+        raise UsageError(f"--class-names names the ground truth's classes, and {scene.source.name} has no ground truth",
+                         hint="give the label map with --gt (and --gt-var), or drop --class-names")
+    gt = scene.gt if scene.gt is not None else np.zeros((height, width), dtype=np.uint16)
+    # Before anything is written: a wrong number of names is refused here.
+    labels, class_ids, names, colors = class_table(gt, dataset, request.class_names)
 
     inputs = {"scene": describe_file(scene.source)}
     if scene.gt_source is not None and scene.gt_source != scene.source:
@@ -200,11 +239,9 @@ def prepare_scene(
 
     if transform.conversion_note:
         on_warning(transform.conversion_note)
-    gt = scene.gt if scene.gt is not None else np.zeros((height, width), dtype=np.uint16)
     if scene.gt is None:
         on_message("no ground truth found: the store has no labels (give one with --gt)")
-    labels, class_ids, names, colors = class_table(gt, dataset)
-    if like_store is not None and dataset is None and len(names) == like_store.n_classes:
+    if like_store is not None and dataset is None and request.class_names is None and len(names) == like_store.n_classes:
         names, colors = like_store.class_names, like_store.class_colors
     rgb, rgb_bands = rgb_preview(raw, scene.wavelengths)
     aux = _read_aux(request.aux, (height, width))
