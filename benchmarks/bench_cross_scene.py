@@ -251,6 +251,9 @@ def main() -> None:
 def per_model(summary: dict, runs: list[dict], models: list[str]) -> dict[str, dict]:
     """OA mean ± std (from evaluate's grouped summary), seconds and last training accuracy per model."""
     by_prediction = {run["prediction"]: run for run in runs}
+    if "run_metrics" not in summary:  # one prediction: `hsi evaluate` wrote its metrics, not a summary
+        summary = {"run_metrics": [summary], "label": runs[0]["model"], "predictions": [summary["prediction"]],
+                   **{key: {"mean": summary[key], "std": 0.0} for key in ("oa", "aa", "kappa")}}
     oa_of = {metrics["prediction"]: metrics["oa"] for metrics in summary["run_metrics"]}
     result = {}
     for group in summary.get("groups") or [summary]:  # one group: the summary is that group
