@@ -108,6 +108,29 @@ def test_plateau_stops_a_fitted_run_but_not_a_slow_start():
     assert budget.should_stop(plan, history(spiking + [0.07], [1.0] * 19 + [0.94, 0.98]))
 
 
+# CLAReSNet's epochs 26-45 on the Indian Pines subset, 20 pixels a class (loss, running accuracy):
+# a new low of 0.37 at epoch 41, then three epochs of a spike. The windows' means fall 4.4 %.
+CLARESNET_SPIKE_LOSSES = [0.9031, 0.6991, 0.6826, 0.6248, 0.5947, 0.5578, 0.5563, 0.6971, 0.5073, 0.6394,
+                          0.6108, 0.4892, 0.5979, 0.5305, 0.4389, 0.3676, 0.7295, 0.8925, 1.0035, 0.6204]
+CLARESNET_SPIKE_ACCURACIES = [0.575, 0.713, 0.738, 0.8, 0.775, 0.762, 0.75, 0.675, 0.875, 0.787,
+                              0.738, 0.812, 0.75, 0.825, 0.85, 0.938, 0.613, 0.65, 0.512, 0.725]
+
+
+def test_a_spike_after_a_new_low_is_not_a_plateau():
+    plan = budget.plan("adaptive", 40, 1500, train_pixels=80, batch_size=16)
+    spiked = history([1.4] * 25 + CLARESNET_SPIKE_LOSSES, [0.3] * 25 + CLARESNET_SPIKE_ACCURACIES)
+    assert 0 < budget.loss_drop(spiked) < budget.PLATEAU_DROP  # the means alone read a plateau
+    assert budget.lowest_loss_drop(spiked) > 0.25
+    assert not budget.should_stop(plan, spiked)
+    evidence = budget.underfit(spiked)  # had the run ended here, it would say so
+    assert evidence and evidence["lowest_loss_drop"] > 0.25 and evidence["train_accuracy"] < 0.8
+    assert "lowest epoch 28%" in budget.underfit_message(evidence)
+    # A flat, noisy loss (neither its mean nor its lowest epoch falls) past the paper's epochs stops.
+    noisy = [0.6 + 0.3 * ((k * 7) % 5 == 0) for k in range(60)]
+    assert budget.lowest_loss_drop(history(noisy, [0.7] * 60)) < budget.PLATEAU_DROP
+    assert budget.should_stop(plan, history(noisy, [0.7] * 60))
+
+
 def test_underfit_needs_low_accuracy_and_a_falling_loss():
     # The issue's Lite-C2ANet run: 73 % and the loss still falling.
     evidence = budget.underfit(history(np.linspace(1.5, 0.7, 100), np.linspace(0.3, 0.73, 100)))
