@@ -90,8 +90,10 @@ def test_plateau_stops_a_fitted_run_but_not_a_slow_start():
     # CLAReSNet's first epochs on 40 pixels: loss 1.40 → 1.37 (2 %), 38 % accuracy: keep going.
     slow_start = history(np.linspace(1.40, 1.37, 20), [0.38] * 20)
     assert not budget.should_stop(plan, slow_start)
-    # The same flat, unfitted loss after the paper's 100 epochs is a plateau.
-    assert budget.should_stop(plan, history([1.0] * 90 + list(np.linspace(1.40, 1.37, 20)), [0.38] * 110))
+    # The same flat, unfitted loss after the paper's 100 epochs is a plateau once half the step
+    # budget is spent (1 step an epoch: 750 epochs).
+    assert not budget.should_stop(plan, history([1.0] * 90 + list(np.linspace(1.40, 1.37, 20)), [0.38] * 110))
+    assert budget.should_stop(plan, history([1.0] * 750, [0.38] * 750))
     falling = history(np.linspace(1.0, 0.1, 20), [1.0] * 20)
     assert not budget.should_stop(plan, falling)
     # Past the paper's epochs a fitted run whose loss still falls goes on (40 pixels: loss 0.79 at
@@ -125,10 +127,17 @@ def test_a_spike_after_a_new_low_is_not_a_plateau():
     evidence = budget.underfit(spiked)  # had the run ended here, it would say so
     assert evidence and evidence["lowest_loss_drop"] > 0.25 and evidence["train_accuracy"] < 0.8
     assert "lowest epoch 28%" in budget.underfit_message(evidence)
-    # A flat, noisy loss (neither its mean nor its lowest epoch falls) past the paper's epochs stops.
-    noisy = [0.6 + 0.3 * ((k * 7) % 5 == 0) for k in range(60)]
-    assert budget.lowest_loss_drop(history(noisy, [0.7] * 60)) < budget.PLATEAU_DROP
-    assert budget.should_stop(plan, history(noisy, [0.7] * 60))
+    # A flat, noisy loss (neither its mean nor its lowest epoch falls) past the paper's epochs stops
+    # a fitted run at once, an unfitted one once it has spent half its step budget (5 steps an epoch:
+    # 150 epochs), saying that it did not fit.
+    noisy = [0.6 + 0.3 * ((k * 7) % 5 == 0) for k in range(160)]
+    assert budget.lowest_loss_drop(history(noisy[:60], [0.7] * 60)) < budget.PLATEAU_DROP
+    assert budget.should_stop(plan, history(noisy[:60], [0.97] * 60))
+    assert not budget.should_stop(plan, history(noisy[:60], [0.7] * 60))
+    assert not budget.should_stop(plan, history(noisy[:149], [0.7] * 149))
+    assert budget.should_stop(plan, history(noisy[:150], [0.7] * 150))
+    assert "without fitting" in budget.stop_message(plan, history(noisy[:150], [0.7] * 150))
+    assert "without fitting" not in budget.stop_message(plan, history(noisy[:60], [0.97] * 60))
 
 
 def test_underfit_needs_low_accuracy_and_a_falling_loss():
