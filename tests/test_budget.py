@@ -18,9 +18,10 @@ training, epochs until the adaptive budget stopped, the checkpoint's training ac
     a2s2k           slow        18.7      55    100 %
     hybridsn        slow        59.9      63    100 %  (1 step an epoch at batch 256)
     hsiseg          slow        77.9      38    100 %
-    claresnet       slow       413        38    100 %  (17.3 M parameters: 11 s of CPU an epoch)
+    claresnet       slow       413        38    100 %  (17.3 M parameters: 11 s of CPU an epoch; without
+                                                     augmentation: with it, e4d3464, 688 s wall in CI)
 
-The fast cases take about 12 s, the slow ones about 10 min, CLAReSNet 7 of them (wall time is
+The fast cases take about 12 s, the slow ones about 13 min, CLAReSNet 11 of them (wall time is
 longer on a busy machine). Skipped unless HSI_HEAVY_TESTS=1 (with -m ""): the hsiseg-ip/-mg/-ag
 presets (the paper's 144 × 144 resize, d 64), 58-61 s of CPU an epoch, and hsiseg-pu/-hu, 22-27 s,
 each with 200-300 paper epochs.
