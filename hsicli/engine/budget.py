@@ -76,15 +76,22 @@ def _recent_accuracy(history: list[dict[str, Any]]) -> float:
     return float(sum(entry["train_accuracy"] for entry in window) / len(window))
 
 
-def loss_drop(history: list[dict[str, Any]], reference: float | None = None) -> float | None:
-    """Fall of the mean training loss between the last two windows, as a fraction of the earlier
-    window's mean or of `reference` (None: too short to judge)."""
+def _last_two_windows(history: list[dict[str, Any]]) -> tuple[list[float], list[float]] | None:
+    """The losses of the last window and of the window before (None: too short to judge)."""
     window = _window(history)
     if len(history) < 2 * window:
         return None
     losses = [entry["loss"] for entry in history]
-    recent = sum(losses[-window:]) / window
-    before = sum(losses[-2 * window:-window]) / window
+    return losses[-window:], losses[-2 * window:-window]
+
+
+def loss_drop(history: list[dict[str, Any]], reference: float | None = None) -> float | None:
+    """Fall of the mean training loss between the last two windows, as a fraction of the earlier
+    window's mean or of `reference` (None: too short to judge)."""
+    windows = _last_two_windows(history)
+    if windows is None:
+        return None
+    recent, before = (sum(losses) / len(losses) for losses in windows)
     scale = before if reference is None else reference
     return float((before - recent) / scale) if scale > 0 else 0.0
 
@@ -95,11 +102,10 @@ def lowest_loss_drop(history: list[dict[str, Any]]) -> float | None:
     its lowest epoch: CLAReSNet (20 pixels a class, 40 paper epochs) reached a new low of 0.37
     against 0.51 the window before, then spiked to 1.0; its mean fell 4.4 % and read as a plateau,
     and the run stopped at 72.5 % training accuracy."""
-    window = _window(history)
-    if len(history) < 2 * window:
+    windows = _last_two_windows(history)
+    if windows is None:
         return None
-    losses = [entry["loss"] for entry in history]
-    recent, before = min(losses[-window:]), min(losses[-2 * window:-window])
+    recent, before = (min(losses) for losses in windows)
     return float((before - recent) / before) if before > 0 else 0.0
 
 
@@ -159,5 +165,5 @@ def stop_message(budget: Budget, history: list[dict[str, Any]]) -> str:
 def underfit_message(evidence: dict[str, Any]) -> str:
     return (f"underfit: training ended at {evidence['train_accuracy']:.1%} training accuracy with the loss "
             f"still falling (its mean {evidence['loss_drop']:.0%}, its lowest epoch "
-            f"{evidence.get('lowest_loss_drop', 0.0):.0%} over the last {evidence['window']} epochs); "
+            f"{evidence['lowest_loss_drop']:.0%} over the last {evidence['window']} epochs); "
             "train longer (--step-budget, --epochs) or raise --lr")
