@@ -139,6 +139,14 @@ def test_a_spike_after_a_new_low_is_not_a_plateau():
     assert budget.should_stop(plan, history(noisy[:150], [0.7] * 150))
     assert "without fitting" in budget.stop_message(plan, history(noisy[:150], [0.7] * 150))
     assert "without fitting" not in budget.stop_message(plan, history(noisy[:60], [0.97] * 60))
+    # The checkpoint records which stop it was (the unfitted one is no `underfit`: its loss is flat).
+    unfitted = history(noisy[:150], [0.7] * 150)
+    assert budget.underfit(unfitted) is None
+    assert budget.stop_record(plan, unfitted, patience_stop=False) == {
+        "reason": "unfitted", "epochs": 150, "train_accuracy": 0.7}
+    assert budget.stop_record(plan, history(noisy[:60], [0.97] * 60), patience_stop=False)["reason"] == "fitted"
+    assert budget.stop_record(plan, spiked, patience_stop=False)["reason"] == "epochs"  # the loop's bound
+    assert budget.stop_record(plan, spiked, patience_stop=True)["reason"] == "patience"
 
 
 def test_underfit_needs_low_accuracy_and_a_falling_loss():
@@ -209,6 +217,7 @@ def test_default_recipes_fit_a_200_pixel_training_set(scene, tmp_path, model):
     training = read_header(result.path)[1]["training"]
     assert not any("underfit" in line for line in messages), messages
     assert training["underfit"] is None and training["budget"]["protocol"] == "adaptive"
+    assert training["stop"]["reason"] in {"fitted", "epochs"}, training["stop"]
     assert len(training["history"]) <= training["budget"]["max_epochs"]
     accuracy = training_pixel_accuracy(scene, result.path)
     assert accuracy >= 0.95, (model, accuracy, training["budget"], training["history"][-1])
@@ -226,6 +235,7 @@ def test_an_underfit_run_says_so_on_stderr_and_in_the_checkpoint(scene, tmp_path
     assert evidence["loss_drop"] > 2 * budget.PLATEAU_DROP
     assert training["budget"] == {"protocol": "paper", "paper_epochs": 20, "max_epochs": 20, "step_budget": 0,
                                   "steps_per_epoch": 1}
+    assert training["stop"] == {"reason": "epochs", "epochs": 20, "train_accuracy": evidence["train_accuracy"]}
     underfit_lines = [line for line in messages if "underfit" in line]
     assert underfit_lines == [budget.underfit_message(evidence)]
     # An unknown protocol is refused before any data is read.

@@ -457,6 +457,9 @@ def test_early_stopping_without_improvement(tmp_path, scene):
     training = load_arrays(result.path)[1]["training"]
     assert [entry["epoch"] for entry in training["history"]] == [1, 2]
     assert training["best_epoch"] == 2 and result.summary["best_epoch"] == 2
+    stop = training["stop"]  # the window's mean training accuracy: both epochs
+    assert (stop["reason"], stop["epochs"]) == ("patience", 2)
+    assert stop["train_accuracy"] == pytest.approx(np.mean([e["train_accuracy"] for e in training["history"]]), abs=1e-4)
 
 
 def test_best_epochs_weights_are_kept(monkeypatch, tmp_path, scene):

@@ -205,7 +205,7 @@ def test_resume_after_the_early_stopping_epoch_stops(tmp_path, scene):
     for checkpoint in (out, whole):
         training = load_arrays(checkpoint)[1]["training"]
         assert [entry["epoch"] for entry in training["history"]] == [1, 2]
-        assert training["best_epoch"] == 2
+        assert training["best_epoch"] == 2 and training["stop"]["reason"] == "patience"
 
 
 def test_resume_between_tied_epochs_keeps_the_tie_rule(monkeypatch, tmp_path, scene):

@@ -154,6 +154,20 @@ def underfit(history: list[dict[str, Any]]) -> dict[str, Any] | None:
             "epochs": len(history)}
 
 
+def stop_record(budget: Budget, history: list[dict[str, Any]], *, patience_stop: bool) -> dict[str, Any]:
+    """How a run ended, for its checkpoint: "patience" (no validation gain), the adaptive budget's
+    stop on a flat loss, "fitted" or "unfitted" (its training set not fitted: the stop line's case,
+    which `underfit` leaves out as its loss no longer falls), or "epochs" (the loop's bound)."""
+    accuracy = _recent_accuracy(history)
+    if patience_stop:
+        reason = "patience"
+    elif should_stop(budget, history):
+        reason = "fitted" if accuracy >= FITTED_ACCURACY else "unfitted"
+    else:
+        reason = "epochs"
+    return {"reason": reason, "epochs": len(history), "train_accuracy": round(accuracy, 4)}
+
+
 def stop_message(budget: Budget, history: list[dict[str, Any]]) -> str:
     accuracy = _recent_accuracy(history)
     unfitted = ("; its loss has flattened without fitting the training set (try --lr, --no-augment, a smaller "

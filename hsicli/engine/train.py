@@ -609,6 +609,9 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
         start_epoch = hyper.epochs + 1 if meta.get("stopped") else meta["epoch"] + 1
         on_message(f"resuming from {state_file.name} after epoch {meta['epoch']}")
 
+    def patience_stop(best: dict[str, Any]) -> bool:
+        return hyper.patience is not None and data.val_y.size > 0 and best["bad_epochs"] >= hyper.patience
+
     n = data.train_y.size
     net = distributed.wrap_model(model, world, device)
     # With --ema, validation, the best epoch and the checkpoint all use the averaged weights.
@@ -681,7 +684,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
         if score >= best["val"]:
             best.update(epoch=epoch, val=score)
             best["weights"] = {k: v.detach().clone().cpu() for k, v in averaged.state_dict().items()}
-        stop = hyper.patience is not None and val_acc is not None and best["bad_epochs"] >= hyper.patience
+        stop = patience_stop(best)
         converged = not stop and budget.should_stop(plan, history)
         stop = stop or converged
         if world.is_main:
@@ -706,6 +709,7 @@ def _fit_torch(spec, data: TrainingData, store, run: RunRecord, plan: budget.Bud
         "augment": asdict(augment) if augment else None,
         "budget": plan.to_dict(),
         "underfit": underfit,
+        "stop": budget.stop_record(plan, history, patience_stop=patience_stop(best)),
     }
     return arrays, training
 
