@@ -26,11 +26,14 @@ not extend them again (the tables then say so), and predicts the test pixels
 exist and trains only what is missing. Per scene × protocol one `hsi evaluate` call over all the
 models' predictions writes the papers' grouped table (models as columns, mean ± std over seeds) as
 Markdown; the script then writes cross-scene.md (an overview of OA mean ± std and seconds per run,
+each model seed by seed against the reference model (`--reference`, default svm) on the same splits,
 then every grouped table) and cross-scene.json (all figures, the CPU, the settings) to WORKDIR.
-Seconds per run = training seconds + inference seconds, as the checkpoint and prediction record them.
+Seconds per run = training seconds + inference seconds, as the checkpoint and prediction record them;
+each torch run's record keeps how it ended (the checkpoint's `training.stop`).
 
 Usage: python benchmarks/bench_cross_scene.py [WORKDIR] [--models …] [--scenes …] [--protocols …]
        [--seeds 0 1 2 3 4] [--epochs-scale 0.5 | --quick] [--threads 1] [--jobs 2] [--tables-only]
+       [--reference svm]
 """
 
 from __future__ import annotations
@@ -156,13 +159,33 @@ def run_one(work: Path, split: str, folder: Path, model: str, seed: int, epochs:
     trained, predicted = describe(checkpoint), describe(prediction)  # what `hsi info --json` prints
     return {"model": model, "seed": seed, "checkpoint": str(checkpoint), "prediction": str(prediction),
             "train_seconds": trained["train_seconds"], "inference_seconds": predicted.get("inference_seconds"),
-            "final_train_accuracy": final_train_accuracy(trained)}
+            "final_train_accuracy": final_train_accuracy(trained),
+            "stop": trained["training"].get("stop")}  # None for classical models and older checkpoints
 
 
 def final_train_accuracy(info: dict) -> float | None:
     """The last epoch's training accuracy from a checkpoint's history (None for classical models)."""
     history = info["training"]["history"]
     return history[-1]["train_accuracy"] if info["model_kind"] != "spectral" else None
+
+
+def against_reference(cell_models: dict[str, dict], reference: str) -> dict[str, dict]:
+    """Every other model's runs paired with the reference model's on the same split (the same seed):
+    both OAs per shared seed, the runs won (OA ≥ the reference's) and whether the mean over the shared
+    seeds reaches the reference's mean over the same seeds."""
+    if reference not in cell_models:
+        return {}
+    reference_oa = cell_models[reference]["oa_per_seed"]
+    paired = {}
+    for model, record in cell_models.items():
+        seeds = sorted(set(record["oa_per_seed"]) & set(reference_oa))
+        if model == reference or not seeds:
+            continue
+        pairs = [(record["oa_per_seed"][seed], reference_oa[seed]) for seed in seeds]
+        paired[model] = {"seeds": seeds, "oa": [a for a, _ in pairs], "reference_oa": [b for _, b in pairs],
+                         "runs_won": sum(a >= b for a, b in pairs),
+                         "mean_reached": statistics.fmean(a for a, _ in pairs) >= statistics.fmean(b for _, b in pairs)}
+    return paired
 
 
 def main() -> None:
@@ -181,6 +204,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: tables from the runs already finished (a grid cut short)")
+    parser.add_argument("--reference", default="svm",
+                        help="the model every other one is paired with, seed by seed (default: svm)")
     args = parser.parse_args()
     scale = QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale
     if not SHARED_DATA.exists():
@@ -226,8 +251,9 @@ def main() -> None:
         summary = json.loads(hsi("evaluate", *[run["prediction"] for run in cell["runs"]],
                                  "--markdown", str(folder / "table.md"), "-o", str(folder / "summary.metrics.json"),
                                  "--overwrite", "--json", "-q", cwd=work))
+        cell_models = per_model(summary, cell["runs"], models)
         results.append({"scene": scene, "protocol": protocol, "split_options": PROTOCOLS[protocol],
-                        "models": per_model(summary, cell["runs"], models),
+                        "models": cell_models, "against_reference": against_reference(cell_models, args.reference),
                         "table_markdown": (folder / "table.md").read_text()})
         log(f"{scene} / {protocol}: " + ", ".join(
             f"{m} {100 * r['oa_mean']:.1f}" for m, r in results[-1]["models"].items()))
@@ -238,7 +264,7 @@ def main() -> None:
                f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}",
         "cpu": cpu,
         "settings": {"pca": PCA, "split_patch": SPLIT_PATCH, "abundance_threshold": ABUNDANCE_THRESHOLD,
-                     "seeds": args.seeds, "epochs_scale": scale,
+                     "seeds": args.seeds, "epochs_scale": scale, "reference": args.reference,
                      "epochs": {m: e for m, e in epochs.items() if e is not None}},
         "cells": results,
         "total_seconds": round(time.perf_counter() - started, 1),
@@ -266,6 +292,7 @@ def per_model(summary: dict, runs: list[dict], models: list[str]) -> dict[str, d
             "oa_per_seed": {r["seed"]: oa_of[r["prediction"]] for r in members},
             "seconds_per_run": round(statistics.fmean(seconds), 1),
             "final_train_accuracy_mean": round(statistics.fmean(train_accuracy), 4) if train_accuracy else None,
+            "stops": {r["seed"]: r["stop"] for r in members if r["stop"] is not None},
         }
     return {model: result[model] for model in models if model in result}
 
@@ -292,9 +319,51 @@ def markdown(document: dict, models: list[str]) -> str:
             fewer = f", {runs} seed{'s' if runs > 1 else ''}" if runs < len(settings["seeds"]) else ""
             row.append(f"{'**' + oa + '**' if r['oa_mean'] == best else oa} ({r['seconds_per_run']:.0f} s{fewer})")
         lines.append(f"| {cell['scene']} | {cell['protocol']} | " + " | ".join(row) + " |")
+    lines += paired_markdown(document, models)
     for cell in document["cells"]:
         lines += ["", f"### {cell['scene']}, {cell['protocol']} (`hsi evaluate`)", "", cell["table_markdown"].strip()]
     return "\n".join(lines) + "\n"
+
+
+def paired_markdown(document: dict, models: list[str]) -> list[str]:
+    """One table per model: its OA / the reference's OA seed by seed (bold where it reaches the
+    reference), runs won, and a line of totals; the seeds of a torch run whose stop was unfitted are
+    marked with a dagger."""
+    reference = document["settings"]["reference"]
+    seeds = document["settings"]["seeds"]
+    lines = []
+    for model in models:
+        rows = [(cell, cell["against_reference"][model]) for cell in document["cells"]
+                if model in cell["against_reference"]]
+        if not rows:
+            continue
+        lines += ["", f"### {model} against {reference}, seed by seed (OA % {model} / {reference}, same split)", "",
+                  "| scene | protocol | " + " | ".join(f"seed {seed}" for seed in seeds) + " | runs won | mean |",
+                  "|---|---|" + "---|" * (len(seeds) + 2)]
+        for cell, paired in rows:
+            stops = cell["models"][model]["stops"]
+            entries = dict(zip(paired["seeds"], zip(paired["oa"], paired["reference_oa"])))
+            row = []
+            for seed in seeds:
+                if seed not in entries:
+                    row.append("—")
+                    continue
+                oa, reference_oa = entries[seed]
+                unfitted = " †" if (stops.get(seed) or {}).get("reason") == "unfitted" else ""
+                entry = f"{100 * oa:.1f} / {100 * reference_oa:.1f}"
+                row.append(f"**{entry}**{unfitted}" if oa >= reference_oa else entry + unfitted)
+            mean = statistics.fmean(paired["oa"]) - statistics.fmean(paired["reference_oa"])
+            row += [f"{paired['runs_won']} of {len(paired['seeds'])}", f"{100 * mean:+.1f}"]
+            lines.append(f"| {cell['scene']} | {cell['protocol']} | " + " | ".join(row) + " |")
+        won = sum(paired["runs_won"] for _, paired in rows)
+        runs = sum(len(paired["seeds"]) for _, paired in rows)
+        reached = sum(paired["mean_reached"] for _, paired in rows)
+        lines += ["", f"{model} reaches {reference} in {reached} of {len(rows)} cells (mean over the shared seeds; "
+                      f"the last column is its mean minus {reference}'s, in points) and in {won} of {runs} runs"
+                      + ("; † the adaptive budget stopped the run unfitted (`training.stop`)."
+                         if any(s.get("reason") == "unfitted" for cell, _ in rows
+                                for s in cell["models"][model]["stops"].values()) else ".")]
+    return lines
 
 
 if __name__ == "__main__":

@@ -49,3 +49,38 @@ def test_jasper_ridge_store_names_the_endmembers(bench, cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     store = SceneStore.open(tmp_path / "j.zarr")
     assert store.class_names == ["tree", "water", "soil", "road"] and store.attrs["class_ids"] == [1, 2, 3, 4]
+
+
+def cell_models(claresnet: dict[int, float], svm: dict[int, float], stops: dict | None = None) -> dict:
+    return {"svm": {"oa_per_seed": svm, "stops": {}},
+            "claresnet": {"oa_per_seed": claresnet, "stops": stops or {}}}
+
+
+def test_against_reference_pairs_only_the_shared_seeds(bench):
+    # SVM on seeds 0-4, CLAReSNet on 0-2: seeds 3 and 4 are left out of the pairing and of both means.
+    models = cell_models({0: 0.875, 1: 0.978, 2: 0.919}, {0: 0.971, 1: 0.973, 2: 0.967, 3: 0.10, 4: 0.10})
+    paired = bench.against_reference(models, "svm")
+    assert list(paired) == ["claresnet"]
+    record = paired["claresnet"]
+    assert record["seeds"] == [0, 1, 2] and record["oa"] == [0.875, 0.978, 0.919]
+    assert record["reference_oa"] == [0.971, 0.973, 0.967]
+    assert record["runs_won"] == 1 and record["mean_reached"] is False
+    # A tie counts as reaching the reference, run by run and on the mean.
+    tie = bench.against_reference(cell_models({0: 0.9, 1: 0.8}, {0: 0.9, 1: 0.8}), "svm")["claresnet"]
+    assert tie["runs_won"] == 2 and tie["mean_reached"] is True
+    assert bench.against_reference(models, "rf") == {}  # no reference run in the cell
+
+
+def test_paired_markdown_rows_totals_and_unfitted_mark(bench):
+    first = cell_models({0: 0.95, 1: 0.90}, {0: 0.90, 1: 0.92}, stops={1: {"reason": "unfitted"}})
+    second = cell_models({0: 0.60}, {0: 0.70, 1: 0.70})
+    cells = [{"scene": scene, "protocol": "5 %", "models": models,
+              "against_reference": bench.against_reference(models, "svm")}
+             for scene, models in (("salinasA", first), ("jasper-ridge", second))]
+    document = {"settings": {"reference": "svm", "seeds": [0, 1]}, "cells": cells}
+    lines = bench.paired_markdown(document, ["svm", "claresnet"])
+    assert "| salinasA | 5 % | **95.0 / 90.0** | 90.0 / 92.0 † | 1 of 2 | +1.5 |" in lines
+    assert "| jasper-ridge | 5 % | 60.0 / 70.0 | — | 0 of 1 | -10.0 |" in lines
+    assert lines[-1].startswith("claresnet reaches svm in 1 of 2 cells") and "in 1 of 3 runs" in lines[-1]
+    assert "unfitted" in lines[-1]
+    assert not any(line.startswith("### svm against") for line in lines)
