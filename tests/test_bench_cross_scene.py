@@ -65,6 +65,7 @@ def test_against_reference_pairs_only_the_shared_seeds(bench):
     assert record["seeds"] == [0, 1, 2] and record["oa"] == [0.875, 0.978, 0.919]
     assert record["reference_oa"] == [0.971, 0.973, 0.967]
     assert record["runs_won"] == 1 and record["mean_reached"] is False
+    assert record["mean_difference"] == pytest.approx((0.875 + 0.978 + 0.919 - 0.971 - 0.973 - 0.967) / 3)
     # A tie counts as reaching the reference, run by run and on the mean.
     tie = bench.against_reference(cell_models({0: 0.9, 1: 0.8}, {0: 0.9, 1: 0.8}), "svm")["claresnet"]
     assert tie["runs_won"] == 2 and tie["mean_reached"] is True
