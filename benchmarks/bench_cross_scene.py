@@ -286,13 +286,15 @@ def per_model(summary: dict, runs: list[dict], models: list[str]) -> dict[str, d
     result = {}
     for group in summary.get("groups") or [summary]:  # one group: the summary is that group
         members = [by_prediction[path] for path in group["predictions"]]
-        seconds = [r["train_seconds"] + (r["inference_seconds"] or 0.0) for r in members]
+        seconds = {r["seed"]: r["train_seconds"] + (r["inference_seconds"] or 0.0) for r in members}
         train_accuracy = [r["final_train_accuracy"] for r in members if r["final_train_accuracy"] is not None]
         result[members[0]["model"]] = {
             "column": group["label"], "oa_mean": group["oa"]["mean"], "oa_std": group["oa"]["std"],
             "aa_mean": group["aa"]["mean"], "kappa_mean": group["kappa"]["mean"],
             "oa_per_seed": {r["seed"]: oa_of[r["prediction"]] for r in members},
-            "seconds_per_run": round(statistics.fmean(seconds), 1),
+            "seconds_per_run": round(statistics.fmean(seconds.values()), 1),
+            # per seed too, so runs of one cell finished in different work folders can be combined
+            "seconds_per_seed": {seed: round(value, 1) for seed, value in seconds.items()},
             "final_train_accuracy_mean": round(statistics.fmean(train_accuracy), 4) if train_accuracy else None,
             "stops": {r["seed"]: r["stop"] for r in members if r["stop"] is not None},
         }

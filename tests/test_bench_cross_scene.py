@@ -85,3 +85,32 @@ def test_paired_markdown_rows_totals_and_unfitted_mark(bench):
     assert lines[-1].startswith("claresnet reaches svm in 1 of 2 cells") and "in 1 of 3 runs" in lines[-1]
     assert "unfitted" in lines[-1]
     assert not any(line.startswith("### svm against") for line in lines)
+
+
+def bench_run(model, seed, train_seconds, inference_seconds, stop=None):
+    return {"model": model, "seed": seed, "prediction": f"{model}-seed{seed}.pred.zarr", "stop": stop,
+            "train_seconds": train_seconds, "inference_seconds": inference_seconds,
+            "final_train_accuracy": None if model == "svm" else 1.0}
+
+
+def test_per_model_keeps_oa_and_seconds_per_seed(bench):
+    # Two models × two seeds, grouped as `hsi evaluate` groups them; the SVM records no inference time.
+    runs = [bench_run("claresnet", 0, 700.0, 120.0, {"reason": "fitted"}), bench_run("claresnet", 1, 900.0, 100.0),
+            bench_run("svm", 0, 2.0, None), bench_run("svm", 1, 4.0, None)]
+    oa = {"claresnet-seed0.pred.zarr": 0.9, "claresnet-seed1.pred.zarr": 0.8,
+          "svm-seed0.pred.zarr": 0.95, "svm-seed1.pred.zarr": 0.85}
+    statistic = {"mean": 0.5, "std": 0.1}
+    summary = {"run_metrics": [{"prediction": path, "oa": value} for path, value in oa.items()],
+               "groups": [{"label": model, "predictions": [f"{model}-seed{s}.pred.zarr" for s in (0, 1)],
+                           "oa": statistic, "aa": statistic, "kappa": statistic} for model in ("claresnet", "svm")]}
+    result = bench.per_model(summary, runs, ["svm", "claresnet"])
+    assert list(result) == ["svm", "claresnet"]  # the order asked for, not the summary's
+    clares = result["claresnet"]
+    assert clares["oa_per_seed"] == {0: 0.9, 1: 0.8}
+    assert clares["seconds_per_seed"] == {0: 820.0, 1: 1000.0} and clares["seconds_per_run"] == 910.0
+    assert clares["stops"] == {0: {"reason": "fitted"}}
+    assert result["svm"]["seconds_per_seed"] == {0: 2.0, 1: 4.0} and result["svm"]["final_train_accuracy_mean"] is None
+    # One prediction: `hsi evaluate` wrote that run's metrics, not a summary.
+    single = bench.per_model({"prediction": "svm-seed1.pred.zarr", "oa": 0.85, "aa": 0.8, "kappa": 0.7},
+                             [bench_run("svm", 1, 4.0, 0.5)], ["svm"])
+    assert single["svm"]["oa_per_seed"] == {1: 0.85} and single["svm"]["seconds_per_seed"] == {1: 4.5}
